@@ -1,0 +1,3 @@
+//! Placeholder; being written.
+#![allow(missing_docs)]
+fn main() {}

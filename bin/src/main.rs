@@ -1,0 +1,2 @@
+//! The `ringcast` command (placeholder; being written).
+fn main() {}

@@ -1,0 +1,3 @@
+//! # ringcast-engine
+//!
+//! Share-nothing, thread-per-core reactors (placeholder; being written).

@@ -1,0 +1,1 @@
+//! The RFC 6455 opening handshake (placeholder; being written).

@@ -1,0 +1,1 @@
+//! Polling envelopes (placeholder; being written).

@@ -1,0 +1,1 @@
+//! The Server-Sent Events writer (placeholder; being written).

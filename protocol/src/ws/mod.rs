@@ -1,0 +1,1 @@
+//! The RFC 6455 frame codec (placeholder; being written).
