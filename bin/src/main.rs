@@ -1,2 +1,69 @@
-//! The `ringcast` command (placeholder; being written).
-fn main() {}
+//! The `ringcast` command: `ringcast serve` runs the push server.
+
+mod config;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// ringcast: a real-time push engine (WebSocket, SSE, long polling) on thread-per-core io_uring reactors.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(config::ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let listen = config.listen;
+    let handle = ringcast_engine::start(config).with_context(|| format!("starting the server on {listen}"))?;
+    let addr = handle.local_addr();
+    tracing::info!(
+        %addr,
+        cores = handle.cores(),
+        driver = ?handle.driver(),
+        "ringcast listening: ws://{addr}/echo (WebSocket echo), ws://{addr}/ws, http://{addr}/healthz, http://{addr}/metrics"
+    );
+    let trigger = handle.shutdown_trigger();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing the SIGINT/SIGTERM handler")?;
+    std::thread::Builder::new()
+        .name("ringcast-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!(signal = sig, "shutting down: closing connections with 1001, draining");
+                    trigger.shutdown();
+                } else {
+                    tracing::warn!(signal = sig, "second signal: exiting now");
+                    std::process::exit(130);
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    handle.join().context("a reactor failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,3 +1,39 @@
 //! # ringcast-engine
 //!
-//! Share-nothing, thread-per-core reactors (placeholder; being written).
+//! Share-nothing, thread-per-core reactors that serve ringcast's transports over the sans-IO codecs of
+//! `ringcast-protocol`.
+//!
+//! ## What it owns
+//! - [`server`]: one pinned thread per core, each running a monoio runtime (io_uring, or the legacy epoll driver)
+//!   and owning its own SO_REUSEPORT listener. No acceptor thread, no shared connection table, no lock on the data
+//!   path.
+//! - the core loop: accept, read into one per-core buffer, decode in place, answer, write; idle connections are
+//!   parked in a per-core epoll set as a compact slab entry holding no buffer, no task and no timer.
+//! - per-connection bounded output queues of shared `Bytes` with a slow-consumer policy
+//!   ([`SlowConsumerPolicy`]), heartbeats, handshake/idle/close timeouts and the graceful-shutdown drain.
+//! - [`stats`]: per-core counters and the Prometheus exposition served at `/metrics`.
+//!
+//! ## Invariants
+//! - A core's state is touched only by its own thread; other threads reach a core only through its [`Waker`]
+//!   (an eventfd in the core's readiness set).
+//! - An idle WebSocket connection holds no heap allocation: its decoder, head buffer and output queue are empty.
+//! - Every queue is bounded: the output queue by the high-water mark and its policy, request heads by the head
+//!   limits, messages by the message-size limit.
+//!
+//! ## Non-goals (for now)
+//! Topics and fan-out, SSE and polling transports, TLS (terminate in front), permessage-deflate.
+//!
+//! [`Waker`]: poller
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod config;
+mod conn;
+mod core;
+mod error;
+mod poller;
+pub mod server;
+pub mod stats;
+
+pub use config::{Config, CoreSet, Driver, SlowConsumerPolicy};
+pub use error::EngineError;
+pub use server::{ActiveDriver, ServerHandle, ShutdownTrigger, start};

@@ -1,0 +1,893 @@
+//! One reactor: the state a core owns and the loop that drives it.
+//!
+//! A core owns its listener, a slab of [`Conn`]s, one epoll readiness set where idle connections are parked, a
+//! shared read buffer and a shared write-staging buffer. Three monoio tasks run on it: the accept loop (io_uring
+//! accept), the readiness loop (awaits the epoll descriptor, then serves every ready connection without blocking)
+//! and the timer sweep (handshake deadlines, heartbeats, idle and close timeouts, the shutdown drain). They share the
+//! core through an `Rc<RefCell<Core>>` and never hold the borrow across an await.
+//!
+//! Per readable connection and wake-up the core does one `read(2)` into the shared buffer, decodes in place, stages
+//! every reply in the shared write buffer and hands it to the kernel with one `write(2)`: a reply to many messages
+//! is one syscall (corking). Only what the kernel refuses is copied into the connection's own bounded queue, which
+//! is then drained with `writev(2)` on EPOLLOUT.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::TcpListener as StdListener;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringcast_protocol::handshake::{
+    validate_upgrade, write_handshake_error, write_http_error, write_rejection,
+    write_switching_protocols,
+};
+use ringcast_protocol::http::{self, HeadLimits, parse_request, write_response};
+use ringcast_protocol::ws::{
+    CloseCode, Decoder, DecoderConfig, Message, OpCode, Server, encode_close_payload,
+    encode_server_frame,
+};
+use slab::Slab;
+
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::conn::{
+    CLOSE_ON_FLUSH, Conn, ERRORED, OutFrame, OutQueue, PING_OUT, REJECT, Route, State, Tick,
+    WANT_WRITE, ticks,
+};
+use crate::poller::{Epoll, READ, READ_WRITE, Waker};
+use crate::stats::{CoreStats, add, render_prometheus, sub};
+
+/// The epoll token of the core's waker.
+const WAKER_TOKEN: u64 = u64::MAX;
+/// Most buffers handed to one writev.
+const MAX_IOVECS: usize = 64;
+
+/// What every core shares, read-only.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) stats: Arc<[Arc<CoreStats>]>,
+    pub(crate) shutdown: AtomicBool,
+}
+
+/// Timer lengths converted once to ticks.
+struct Timers {
+    handshake: Tick,
+    ping: Tick,
+    idle: Tick,
+    close: Tick,
+    drain: Tick,
+}
+
+/// The state one core owns.
+pub(crate) struct Core {
+    shared: Arc<Shared>,
+    stats: Arc<CoreStats>,
+    conns: Slab<Conn>,
+    epoll: Epoll,
+    waker: Arc<Waker>,
+    read_buf: Box<[u8]>,
+    /// Replies staged for the connection being served.
+    wbuf: Vec<u8>,
+    /// End offset in `wbuf` of each staged frame and whether it is a control frame (or HTTP response).
+    marks: Vec<(usize, bool)>,
+    events: Vec<libc::epoll_event>,
+    sweep_keys: Vec<usize>,
+    decoder_config: DecoderConfig,
+    limits: HeadLimits,
+    timers: Timers,
+    start: Instant,
+    now: Tick,
+    /// Set once shutdown has begun: the tick at which remaining connections are cut.
+    drain_deadline: Option<Tick>,
+    finished: bool,
+    accept_canceller: Option<monoio::io::Canceller>,
+}
+
+enum Next {
+    /// Parse the next pipelined request.
+    Continue,
+    /// Stop reading requests on this connection (upgrade done, or closing).
+    Stop,
+}
+
+fn is_would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl Core {
+    pub(crate) fn new(shared: Arc<Shared>, id: usize, waker: Arc<Waker>) -> io::Result<Self> {
+        let c = &shared.config;
+        let epoll = Epoll::new()?;
+        epoll.add(waker.raw_fd(), READ, WAKER_TOKEN)?;
+        let decoder_config = DecoderConfig {
+            max_message_size: c.max_message_size,
+            max_frame_size: c.max_frame_size,
+        };
+        let limits = HeadLimits {
+            max_head_bytes: c.max_head_bytes,
+            max_headers: c.max_headers,
+        };
+        let timers = Timers {
+            handshake: ticks(c.handshake_timeout),
+            ping: ticks(c.ping_interval),
+            idle: ticks(c.idle_timeout),
+            close: ticks(c.close_timeout),
+            drain: ticks(c.drain_timeout),
+        };
+        let stats = shared.stats[id].clone();
+        Ok(Core {
+            read_buf: vec![0u8; c.read_buffer_size].into_boxed_slice(),
+            wbuf: Vec::with_capacity(64 * 1024),
+            marks: Vec::with_capacity(64),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; c.events_per_wake],
+            sweep_keys: Vec::new(),
+            conns: Slab::new(),
+            shared,
+            stats,
+            epoll,
+            waker,
+            decoder_config,
+            limits,
+            timers,
+            start: Instant::now(),
+            now: 0,
+            drain_deadline: None,
+            finished: false,
+            accept_canceller: None,
+        })
+    }
+
+    fn update_clock(&mut self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.now = (ms / (1000 / crate::conn::TICKS_PER_SEC)) as Tick;
+    }
+
+    /// How often the sweep runs: a quarter of the shortest timer, between 100 ms and 1 s.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        let c = &self.shared.config;
+        let shortest = c
+            .handshake_timeout
+            .min(c.ping_interval)
+            .min(c.close_timeout)
+            .min(c.drain_timeout);
+        (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// Takes ownership of an accepted socket and parks it in the readiness set.
+    pub(crate) fn register(&mut self, fd: RawFd) {
+        if self.drain_deadline.is_some() {
+            close_fd(fd);
+            return;
+        }
+        let limit = self.shared.config.max_connections_per_core;
+        // Over the limit a connection is still read, to answer 503; far over it, it is closed at once.
+        if self.conns.len() >= limit.saturating_add(limit / 8).saturating_add(64) {
+            add(&self.stats.connections_rejected, 1);
+            close_fd(fd);
+            return;
+        }
+        if set_nonblocking_nodelay(fd).is_err() {
+            close_fd(fd);
+            return;
+        }
+        self.update_clock();
+        let reject = self.conns.len() >= limit;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.epoll.add(fd, READ, key as u64) {
+            tracing::warn!(error = %e, "epoll registration failed");
+            close_fd(fd);
+            return;
+        }
+        entry.insert(Conn {
+            fd,
+            state: State::Http,
+            route: Route::Echo,
+            flags: if reject { REJECT } else { 0 },
+            last_heard: self.now,
+            deadline: self.now.wrapping_add(self.timers.handshake),
+            decoder: Decoder::new(self.decoder_config),
+            head: Vec::new(),
+            out: None,
+        });
+        add(&self.stats.connections_open, 1);
+        add(&self.stats.connections_accepted, 1);
+    }
+
+    /// Serves every ready connection once. Called by the readiness loop after the epoll descriptor turned readable.
+    pub(crate) fn turn(&mut self) {
+        self.update_clock();
+        let mut events = std::mem::take(&mut self.events);
+        let n = match self.epoll.poll_now(&mut events) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "epoll_wait failed");
+                0
+            }
+        };
+        for ev in &events[..n] {
+            let (token, bits) = (ev.u64, ev.events);
+            if token == WAKER_TOKEN {
+                self.waker.clear();
+                if self.shared.shutdown.load(Ordering::Acquire) {
+                    self.begin_shutdown();
+                }
+                continue;
+            }
+            let key = token as usize;
+            if !self.conns.contains(key) {
+                continue;
+            }
+            if bits & libc::EPOLLOUT as u32 != 0 {
+                self.flush(key);
+            }
+            if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0
+                && self.conns.contains(key)
+            {
+                self.on_readable(key);
+            }
+        }
+        self.events = events;
+        self.check_finished();
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let fd = self.conns[key].fd;
+        let mut buf = std::mem::take(&mut self.read_buf);
+        // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes for the duration of the call.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            self.read_buf = buf;
+            if !is_would_block(&e) && e.kind() != io::ErrorKind::Interrupted {
+                self.close(key);
+            }
+            return;
+        }
+        let n = r as usize;
+        if n == 0 {
+            self.read_buf = buf;
+            self.close(key);
+            return;
+        }
+        add(&self.stats.bytes_in, n as u64);
+        let conn = &mut self.conns[key];
+        conn.last_heard = self.now;
+        conn.flags &= !PING_OUT;
+        match conn.state {
+            State::Http => self.on_http(key, &mut buf[..n]),
+            State::Ws => self.on_ws(key, &mut buf[..n]),
+            State::Closing => self.on_closing(key, &mut buf[..n]),
+        }
+        self.read_buf = buf;
+        if self.conns.contains(key) {
+            self.finish_output(key);
+        }
+    }
+
+    /// Bytes of a request head (or several pipelined requests).
+    fn on_http(&mut self, key: usize, data: &mut [u8]) {
+        let conn = &mut self.conns[key];
+        let mut owned;
+        let buf: &mut [u8] = if conn.head.is_empty() {
+            data
+        } else {
+            conn.head.extend_from_slice(data);
+            owned = std::mem::take(&mut conn.head);
+            &mut owned
+        };
+        let mut offset = 0;
+        while offset < buf.len() {
+            let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS_HARD];
+            let headers = &mut headers[..self.limits.max_headers];
+            let rest = &buf[offset..];
+            match parse_request(rest, headers, &self.limits) {
+                Ok(None) => {
+                    let conn = &mut self.conns[key];
+                    conn.head.clear();
+                    conn.head.extend_from_slice(rest);
+                    return;
+                }
+                Err(e) => {
+                    write_http_error(&mut self.wbuf, e);
+                    self.mark(true);
+                    self.conns[key].flags |= CLOSE_ON_FLUSH;
+                    return;
+                }
+                Ok(Some(req)) => {
+                    let head_len = req.head_len();
+                    let next = self.route(key, &req);
+                    offset += head_len;
+                    match next {
+                        Next::Continue => continue,
+                        Next::Stop => break,
+                    }
+                }
+            }
+        }
+        let conn = &mut self.conns[key];
+        // The head buffer is only for the handshake: give its memory back.
+        conn.head = Vec::new();
+        if conn.state == State::Ws && offset < buf.len() {
+            // Frames sent right behind the upgrade request.
+            self.on_ws(key, &mut buf[offset..]);
+        }
+    }
+
+    /// Answers one request head; returns whether to keep reading requests.
+    fn route(&mut self, key: usize, req: &http::Request<'_>) -> Next {
+        let conn = &mut self.conns[key];
+        if conn.has(REJECT) {
+            add(&self.stats.connections_rejected, 1);
+            write_rejection(&mut self.wbuf, 503, "server at connection capacity");
+            self.marks.push((self.wbuf.len(), true));
+            conn.flags |= CLOSE_ON_FLUSH;
+            return Next::Stop;
+        }
+        let path = req.path();
+        match path {
+            "/echo" | "/ws" => match validate_upgrade(req) {
+                Ok(up) => {
+                    write_switching_protocols(&mut self.wbuf, up.key(), None);
+                    self.marks.push((self.wbuf.len(), true));
+                    conn.state = State::Ws;
+                    conn.route = Route::Echo;
+                    add(&self.stats.handshakes, 1);
+                    Next::Stop
+                }
+                Err(e) => {
+                    add(&self.stats.handshake_failures, 1);
+                    write_handshake_error(&mut self.wbuf, e);
+                    self.marks.push((self.wbuf.len(), true));
+                    conn.flags |= CLOSE_ON_FLUSH;
+                    Next::Stop
+                }
+            },
+            _ => {
+                add(&self.stats.http_requests, 1);
+                let has_body = !matches!(req.content_length(), Ok(None) | Ok(Some(0)))
+                    || req.header("transfer-encoding").is_some();
+                let keep_alive = req.keep_alive() && !has_body;
+                let get = req.method() == "GET" || req.method() == "HEAD";
+                match (path, get) {
+                    ("/healthz", true) => {
+                        write_response(&mut self.wbuf, 200, &[("content-type", b"text/plain")], b"ok\n", keep_alive)
+                    }
+                    ("/metrics", true) => {
+                        let mut body = Vec::with_capacity(8 * 1024);
+                        render_prometheus(&self.shared.stats, &mut body);
+                        write_response(
+                            &mut self.wbuf,
+                            200,
+                            &[("content-type", b"text/plain; version=0.0.4")],
+                            &body,
+                            keep_alive,
+                        );
+                    }
+                    ("/healthz" | "/metrics", false) => write_response(
+                        &mut self.wbuf,
+                        405,
+                        &[("allow", b"GET"), ("content-type", b"text/plain")],
+                        b"method not allowed\n",
+                        keep_alive,
+                    ),
+                    _ => write_response(
+                        &mut self.wbuf,
+                        404,
+                        &[("content-type", b"text/plain")],
+                        b"not found\n",
+                        keep_alive,
+                    ),
+                }
+                self.marks.push((self.wbuf.len(), true));
+                let conn = &mut self.conns[key];
+                if keep_alive {
+                    conn.deadline = self.now.wrapping_add(self.timers.handshake);
+                    Next::Continue
+                } else {
+                    conn.flags |= CLOSE_ON_FLUSH;
+                    Next::Stop
+                }
+            }
+        }
+    }
+
+    /// Records the end of a staged frame.
+    fn mark(&mut self, control: bool) {
+        self.marks.push((self.wbuf.len(), control));
+    }
+
+    fn stage_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        encode_server_frame(&mut self.wbuf, true, opcode, payload);
+        self.mark(opcode.is_control());
+        add(&self.stats.frames_out, 1);
+    }
+
+    fn stage_close(&mut self, code: CloseCode, reason: &str) {
+        let mut payload = [0u8; 125];
+        let n = encode_close_payload(code, reason, &mut payload);
+        self.stage_frame(OpCode::Close, &payload[..n]);
+    }
+
+    /// Decodes and answers WebSocket bytes.
+    fn on_ws(&mut self, key: usize, data: &mut [u8]) {
+        let mut pos = 0;
+        while pos < data.len() || pos == 0 {
+            let conn = &mut self.conns[key];
+            match conn.decoder.decode(&mut data[pos..]) {
+                Ok((_, None)) => break,
+                Ok((n, Some(msg))) => {
+                    pos += n;
+                    add(&self.stats.frames_in, 1);
+                    match msg {
+                        Message::Text(t) => {
+                            encode_server_frame(&mut self.wbuf, true, OpCode::Text, t.as_bytes());
+                            self.marks.push((self.wbuf.len(), false));
+                            add(&self.stats.frames_out, 1);
+                        }
+                        Message::Binary(b) => {
+                            encode_server_frame(&mut self.wbuf, true, OpCode::Binary, b);
+                            self.marks.push((self.wbuf.len(), false));
+                            add(&self.stats.frames_out, 1);
+                        }
+                        Message::Ping(p) => {
+                            encode_server_frame(&mut self.wbuf, true, OpCode::Pong, p);
+                            self.marks.push((self.wbuf.len(), true));
+                            add(&self.stats.frames_out, 1);
+                        }
+                        Message::Pong(_) => {}
+                        Message::Close(frame) => {
+                            // Echo the peer's code (RFC 6455 §5.5.1), then close the TCP connection first.
+                            let mut payload = [0u8; 125];
+                            let len = match frame {
+                                Some(f) => encode_close_payload(f.code, "", &mut payload),
+                                None => 0,
+                            };
+                            encode_server_frame(&mut self.wbuf, true, OpCode::Close, &payload[..len]);
+                            self.marks.push((self.wbuf.len(), true));
+                            add(&self.stats.frames_out, 1);
+                            let conn = &mut self.conns[key];
+                            conn.state = State::Closing;
+                            conn.flags |= CLOSE_ON_FLUSH;
+                            conn.deadline = self.now.wrapping_add(self.timers.close);
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let code = e.close_code();
+                    self.stats.protocol_error(code.0);
+                    self.stage_close(code, "");
+                    let conn = &mut self.conns[key];
+                    conn.state = State::Closing;
+                    conn.flags |= ERRORED;
+                    conn.deadline = self.now.wrapping_add(self.timers.close);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Bytes that arrive after our close frame was queued.
+    fn on_closing(&mut self, key: usize, data: &mut [u8]) {
+        let conn = &mut self.conns[key];
+        if conn.has(ERRORED) {
+            // Nothing more is decoded after a protocol error: the peer's answer ends the connection.
+            self.close(key);
+            return;
+        }
+        let mut pos = 0;
+        loop {
+            let conn = &mut self.conns[key];
+            match conn.decoder.decode(&mut data[pos..]) {
+                Ok((_, None)) => return,
+                Ok((n, Some(Message::Close(_)))) => {
+                    let _ = n;
+                    // Both closes seen: the server closes the TCP connection first.
+                    conn.flags |= CLOSE_ON_FLUSH;
+                    return;
+                }
+                Ok((n, Some(_))) => pos += n,
+                Err(_) => {
+                    self.close(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands the staged bytes for `key` to the kernel; queues what it refuses.
+    fn finish_output(&mut self, key: usize) {
+        if self.wbuf.is_empty() {
+            self.marks.clear();
+            let conn = &self.conns[key];
+            if conn.has(CLOSE_ON_FLUSH) && conn.out.is_none() {
+                self.close(key);
+            }
+            return;
+        }
+        let conn = &mut self.conns[key];
+        let mut written = 0;
+        if conn.out.is_none() {
+            // SAFETY: `wbuf` is a valid readable buffer of `wbuf.len()` bytes for the duration of the call.
+            let r = unsafe { libc::write(conn.fd, self.wbuf.as_ptr().cast(), self.wbuf.len()) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if !is_would_block(&e) && e.kind() != io::ErrorKind::Interrupted {
+                    self.wbuf.clear();
+                    self.marks.clear();
+                    self.close(key);
+                    return;
+                }
+            } else {
+                written = r as usize;
+                add(&self.stats.bytes_out, written as u64);
+            }
+        }
+        if written < self.wbuf.len() {
+            self.spill(key, written);
+        }
+        self.wbuf.clear();
+        self.marks.clear();
+        let conn = &self.conns[key];
+        if conn.out.is_some() {
+            self.flush(key);
+        } else if conn.has(CLOSE_ON_FLUSH) {
+            self.close(key);
+        }
+    }
+
+    /// Copies the unwritten tail of `wbuf` into the connection's queue, one entry per frame.
+    fn spill(&mut self, key: usize, written: usize) {
+        let tail = Bytes::copy_from_slice(&self.wbuf[written..]);
+        let conn = &mut self.conns[key];
+        let out = conn.out.get_or_insert_with(Box::default);
+        let mut start = written;
+        let mut rest = tail;
+        for &(end, control) in &self.marks {
+            if end <= start {
+                continue;
+            }
+            let piece = rest.split_to(end - start);
+            out.bytes += piece.len();
+            out.frames.push_back(OutFrame { bytes: piece, control });
+            start = end;
+        }
+        if !rest.is_empty() {
+            out.bytes += rest.len();
+            out.frames.push_back(OutFrame { bytes: rest, control: true });
+        }
+        self.enforce_high_water(key);
+    }
+
+    /// Applies the slow-consumer policy when the queue is over the high-water mark.
+    fn enforce_high_water(&mut self, key: usize) {
+        let high = self.shared.config.write_high_water;
+        let conn = &mut self.conns[key];
+        let Some(out) = conn.out.as_mut() else { return };
+        if out.bytes <= high {
+            return;
+        }
+        match self.shared.config.slow_consumer {
+            SlowConsumerPolicy::DropOldest => {
+                let keep_head = out.head_written > 0;
+                let mut dropped = 0u64;
+                let mut idx = 0usize;
+                let mut bytes = out.bytes;
+                out.frames.retain(|f| {
+                    let i = idx;
+                    idx += 1;
+                    if bytes <= high || f.control || (i == 0 && keep_head) {
+                        return true;
+                    }
+                    bytes -= f.bytes.len();
+                    dropped += 1;
+                    false
+                });
+                out.bytes = bytes;
+                add(&self.stats.slow_consumer_drops, dropped);
+            }
+            SlowConsumerPolicy::Disconnect => {
+                if conn.state == State::Closing && conn.has(ERRORED) {
+                    return;
+                }
+                // Keep a frame already partly written so the stream stays well-formed, then a close 1008.
+                if out.head_written > 0 {
+                    out.frames.truncate(1);
+                    out.bytes = out.frames.front().map_or(0, |f| f.bytes.len() - out.head_written);
+                } else {
+                    out.frames.clear();
+                    out.bytes = 0;
+                }
+                let mut payload = [0u8; 125];
+                let n = encode_close_payload(CloseCode::POLICY_VIOLATION, "slow consumer", &mut payload);
+                let mut frame = Vec::with_capacity(n + 2);
+                encode_server_frame(&mut frame, true, OpCode::Close, &payload[..n]);
+                out.bytes += frame.len();
+                out.frames.push_back(OutFrame { bytes: Bytes::from(frame), control: true });
+                conn.state = State::Closing;
+                conn.flags |= ERRORED | CLOSE_ON_FLUSH;
+                conn.deadline = self.now.wrapping_add(self.timers.close);
+                add(&self.stats.slow_consumer_disconnects, 1);
+                self.stats.protocol_error(CloseCode::POLICY_VIOLATION.0);
+            }
+        }
+    }
+
+    /// Writes as much of the queue as the kernel takes; re-arms EPOLLOUT while anything is left.
+    fn flush(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let Some(out) = conn.out.as_mut() else {
+            return;
+        };
+        loop {
+            let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOVECS];
+            let mut cnt = 0;
+            for (i, f) in out.frames.iter().take(MAX_IOVECS).enumerate() {
+                let skip = if i == 0 { out.head_written } else { 0 };
+                let s = &f.bytes[skip.min(f.bytes.len())..];
+                iov[i] = libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() };
+                cnt = i + 1;
+            }
+            if cnt == 0 {
+                break;
+            }
+            // SAFETY: the first `cnt` iovecs point into `Bytes` held by `out.frames`, alive for the call.
+            let r = unsafe { libc::writev(conn.fd, iov.as_ptr(), cnt as libc::c_int) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if is_would_block(&e) {
+                    break;
+                }
+                self.close(key);
+                return;
+            }
+            let mut n = r as usize;
+            add(&self.stats.bytes_out, n as u64);
+            out.bytes -= n.min(out.bytes);
+            while n > 0 {
+                let Some(front) = out.frames.front() else { break };
+                let left = front.bytes.len() - out.head_written;
+                if n >= left {
+                    n -= left;
+                    out.frames.pop_front();
+                    out.head_written = 0;
+                } else {
+                    out.head_written += n;
+                    n = 0;
+                }
+            }
+            if out.frames.is_empty() || out.head_written > 0 {
+                break;
+            }
+        }
+        if out.frames.is_empty() {
+            conn.out = None;
+            if conn.has(WANT_WRITE) {
+                conn.flags &= !WANT_WRITE;
+                let _ = self.epoll.modify(conn.fd, READ, key as u64);
+            }
+            if conn.has(CLOSE_ON_FLUSH) {
+                self.close(key);
+            }
+        } else if !conn.has(WANT_WRITE) {
+            conn.flags |= WANT_WRITE;
+            let _ = self.epoll.modify(conn.fd, READ_WRITE, key as u64);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(conn) = self.conns.try_remove(key) {
+            close_fd(conn.fd);
+            sub(&self.stats.connections_open, 1);
+        }
+    }
+
+    /// Enforces every deadline: handshake, heartbeat, idle, close, drain.
+    pub(crate) fn sweep(&mut self) {
+        self.update_clock();
+        let now = self.now;
+        if let Some(deadline) = self.drain_deadline {
+            if tick_reached(now, deadline) {
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for k in keys {
+                    self.close(k);
+                }
+                self.check_finished();
+                return;
+            }
+        }
+        let mut keys = std::mem::take(&mut self.sweep_keys);
+        keys.clear();
+        for (k, c) in self.conns.iter() {
+            let due = match c.state {
+                State::Http | State::Closing => tick_reached(now, c.deadline),
+                State::Ws => {
+                    let silent = now.wrapping_sub(c.last_heard);
+                    silent >= self.timers.idle || (silent >= self.timers.ping && !c.has(PING_OUT))
+                }
+            };
+            if due {
+                keys.push(k);
+            }
+        }
+        for &k in &keys {
+            let c = &mut self.conns[k];
+            match c.state {
+                State::Http => {
+                    add(&self.stats.handshake_timeouts, 1);
+                    self.close(k);
+                }
+                State::Closing => self.close(k),
+                State::Ws => {
+                    if now.wrapping_sub(c.last_heard) >= self.timers.idle {
+                        add(&self.stats.idle_timeouts, 1);
+                        c.state = State::Closing;
+                        c.deadline = now.wrapping_add(self.timers.close);
+                        self.stage_close(CloseCode::GOING_AWAY, "idle timeout");
+                    } else {
+                        c.flags |= PING_OUT;
+                        add(&self.stats.pings_sent, 1);
+                        self.stage_frame(OpCode::Ping, b"");
+                    }
+                    self.finish_output(k);
+                }
+            }
+        }
+        self.sweep_keys = keys;
+        self.check_finished();
+    }
+
+    /// Stops accepting, sends close 1001 to every WebSocket and closes plain HTTP connections.
+    fn begin_shutdown(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        self.update_clock();
+        self.drain_deadline = Some(self.now.wrapping_add(self.timers.drain));
+        if let Some(c) = self.accept_canceller.take() {
+            c.cancel();
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            let c = &mut self.conns[k];
+            match c.state {
+                State::Http => {
+                    if c.out.is_none() {
+                        self.close(k);
+                    } else {
+                        c.flags |= CLOSE_ON_FLUSH;
+                    }
+                }
+                State::Ws => {
+                    c.state = State::Closing;
+                    c.deadline = self.now.wrapping_add(self.timers.close.min(self.timers.drain));
+                    self.stage_close(CloseCode::GOING_AWAY, "server shutting down");
+                    self.finish_output(k);
+                }
+                State::Closing => {}
+            }
+        }
+        self.check_finished();
+    }
+
+    fn check_finished(&mut self) {
+        if self.drain_deadline.is_some() && self.conns.is_empty() && !self.finished {
+            self.finished = true;
+            // Wake the readiness loop so it sees `finished` even if no socket event is pending.
+            self.waker.wake();
+        }
+    }
+
+    pub(crate) fn finished(&self) -> bool {
+        self.finished
+    }
+}
+
+fn tick_reached(now: Tick, deadline: Tick) -> bool {
+    (now.wrapping_sub(deadline) as i32) >= 0
+}
+
+fn close_fd(fd: RawFd) {
+    // SAFETY: `fd` is a socket this core owns exclusively; it is removed from every table before this call.
+    unsafe { libc::close(fd) };
+}
+
+fn set_nonblocking_nodelay(fd: RawFd) -> io::Result<()> {
+    let mut one: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one c_int from a valid pointer.
+    if unsafe { libc::ioctl(fd, libc::FIONBIO, &mut one) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TCP_NODELAY reads one c_int from a valid pointer of the given length.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs one core until shutdown has drained it. Must be called inside a monoio runtime with timers enabled.
+pub(crate) async fn run(core: Core, listener: StdListener) -> io::Result<()> {
+    let interval = core.sweep_interval();
+    // The readiness loop awaits a duplicate of the epoll descriptor through monoio, so io_uring (or the legacy
+    // driver) tells us when any parked connection is ready; the original stays owned by `Epoll`.
+    // SAFETY: dup of a descriptor we own; the result is a new descriptor handed to the wrapper below.
+    let dup = unsafe { libc::dup(core.epoll.raw_fd()) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is a fresh descriptor owned by nobody else. It is an epoll descriptor, not a socket: the
+    // wrapper is used only to await readability (poll), never to send or receive.
+    let std_dgram = unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(dup) };
+    let epoll_wait = monoio::net::UnixDatagram::from_std(std_dgram)?;
+
+    listener.set_nonblocking(true)?;
+    let listener = monoio::net::TcpListener::from_std(listener)?;
+    let canceller = monoio::io::Canceller::new();
+    let cancel_handle = canceller.handle();
+    let core = Rc::new(RefCell::new(core));
+    core.borrow_mut().accept_canceller = Some(canceller);
+
+    let accept_core = core.clone();
+    monoio::spawn(async move {
+        let mut last_warn: Option<Instant> = None;
+        loop {
+            match listener.cancelable_accept(cancel_handle.clone()).await {
+                Ok((stream, _peer)) => {
+                    let fd = stream.into_raw_fd();
+                    accept_core.borrow_mut().register(fd);
+                }
+                Err(e) => {
+                    if accept_core.borrow().drain_deadline.is_some() {
+                        break;
+                    }
+                    if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, "accept failed");
+                        last_warn = Some(Instant::now());
+                    }
+                    // Out of descriptors or memory: back off instead of spinning.
+                    monoio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        drop(listener);
+    });
+
+    let timer_core = core.clone();
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(interval).await;
+            let mut c = timer_core.borrow_mut();
+            c.sweep();
+            if c.finished() {
+                break;
+            }
+        }
+    });
+
+    loop {
+        epoll_wait.readable(false).await?;
+        let mut c = core.borrow_mut();
+        c.turn();
+        if c.finished() {
+            break;
+        }
+    }
+    let _ = epoll_wait.as_raw_fd();
+    Ok(())
+}

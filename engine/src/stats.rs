@@ -1,0 +1,186 @@
+//! Per-core counters and their Prometheus text exposition.
+//!
+//! Each core owns one [`CoreStats`] and is its only writer; any core may read every core's block to answer
+//! `GET /metrics`. Single-writer counters are bumped with a relaxed load and store (no locked read-modify-write), so
+//! counting costs the hot path a plain memory write; readers may see a value a few events old, never a torn one.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Close codes counted separately in `ringcast_ws_protocol_errors_total`.
+pub(crate) const COUNTED_CLOSE_CODES: [u16; 6] = [1002, 1003, 1007, 1008, 1009, 1011];
+
+/// One core's counters. Written only by the owning core.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct CoreStats {
+    pub(crate) connections_open: AtomicU64,
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_rejected: AtomicU64,
+    pub(crate) handshakes: AtomicU64,
+    pub(crate) handshake_failures: AtomicU64,
+    pub(crate) handshake_timeouts: AtomicU64,
+    pub(crate) http_requests: AtomicU64,
+    pub(crate) frames_in: AtomicU64,
+    pub(crate) frames_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) protocol_errors: [AtomicU64; COUNTED_CLOSE_CODES.len()],
+    pub(crate) protocol_errors_other: AtomicU64,
+    pub(crate) slow_consumer_disconnects: AtomicU64,
+    pub(crate) slow_consumer_drops: AtomicU64,
+    pub(crate) idle_timeouts: AtomicU64,
+    pub(crate) pings_sent: AtomicU64,
+}
+
+/// Adds `n` to a single-writer counter.
+#[inline]
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// Subtracts `n` from a single-writer gauge.
+#[inline]
+pub(crate) fn sub(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_sub(n), Relaxed);
+}
+
+impl CoreStats {
+    /// Counts a protocol error by the close code sent for it.
+    pub(crate) fn protocol_error(&self, code: u16) {
+        match COUNTED_CLOSE_CODES.iter().position(|&c| c == code) {
+            Some(i) => add(&self.protocol_errors[i], 1),
+            None => add(&self.protocol_errors_other, 1),
+        }
+    }
+
+    /// Connections currently open on this core.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Relaxed)
+    }
+
+    /// Connections accepted on this core since start.
+    pub fn connections_accepted(&self) -> u64 {
+        self.connections_accepted.load(Relaxed)
+    }
+
+    /// Slow-consumer disconnects on this core since start.
+    pub fn slow_consumer_disconnects(&self) -> u64 {
+        self.slow_consumer_disconnects.load(Relaxed)
+    }
+
+    /// Data messages dropped by the drop-oldest slow-consumer policy on this core since start.
+    pub fn slow_consumer_drops(&self) -> u64 {
+        self.slow_consumer_drops.load(Relaxed)
+    }
+}
+
+/// Writes the Prometheus text exposition of every core's counters into `out`.
+pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>) {
+    use std::io::Write;
+    type Getter = fn(&CoreStats) -> &AtomicU64;
+    let families: [(&str, &str, &str, Getter); 16] = [
+        ("ringcast_connections_open", "gauge", "Connections open.", |s| &s.connections_open),
+        ("ringcast_connections_accepted_total", "counter", "Connections accepted.", |s| {
+            &s.connections_accepted
+        }),
+        (
+            "ringcast_connections_rejected_total",
+            "counter",
+            "Connections refused with 503 because the core was full.",
+            |s| &s.connections_rejected,
+        ),
+        ("ringcast_ws_handshakes_total", "counter", "Completed WebSocket handshakes.", |s| {
+            &s.handshakes
+        }),
+        (
+            "ringcast_ws_handshake_failures_total",
+            "counter",
+            "Upgrade requests answered with a 4xx.",
+            |s| &s.handshake_failures,
+        ),
+        (
+            "ringcast_handshake_timeouts_total",
+            "counter",
+            "Connections closed for not completing a request head in time.",
+            |s| &s.handshake_timeouts,
+        ),
+        ("ringcast_http_requests_total", "counter", "Plain HTTP requests answered.", |s| {
+            &s.http_requests
+        }),
+        ("ringcast_ws_frames_in_total", "counter", "WebSocket frames received.", |s| &s.frames_in),
+        ("ringcast_ws_frames_out_total", "counter", "WebSocket frames sent.", |s| &s.frames_out),
+        ("ringcast_bytes_in_total", "counter", "Bytes read from sockets.", |s| &s.bytes_in),
+        ("ringcast_bytes_out_total", "counter", "Bytes written to sockets.", |s| &s.bytes_out),
+        (
+            "ringcast_slow_consumer_disconnects_total",
+            "counter",
+            "Connections closed by the disconnect slow-consumer policy.",
+            |s| &s.slow_consumer_disconnects,
+        ),
+        (
+            "ringcast_slow_consumer_dropped_messages_total",
+            "counter",
+            "Messages dropped by the drop-oldest slow-consumer policy.",
+            |s| &s.slow_consumer_drops,
+        ),
+        (
+            "ringcast_ws_idle_timeouts_total",
+            "counter",
+            "WebSocket connections closed for silence.",
+            |s| &s.idle_timeouts,
+        ),
+        ("ringcast_ws_pings_sent_total", "counter", "Heartbeat pings sent.", |s| &s.pings_sent),
+        (
+            "ringcast_ws_protocol_errors_other_total",
+            "counter",
+            "Protocol errors closed with a code not listed in ringcast_ws_protocol_errors_total.",
+            |s| &s.protocol_errors_other,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (core, s) in cores.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", get(s).load(Relaxed));
+        }
+    }
+    let name = "ringcast_ws_protocol_errors_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} WebSocket connections closed for a protocol error, by close code.\n# TYPE {name} counter"
+    );
+    for (core, s) in cores.iter().enumerate() {
+        for (i, code) in COUNTED_CLOSE_CODES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{core=\"{core}\",code=\"{code}\"}} {}",
+                s.protocol_errors[i].load(Relaxed)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn exposition_lists_every_core_and_code() {
+        let a = Arc::new(CoreStats::default());
+        let b = Arc::new(CoreStats::default());
+        add(&a.connections_open, 3);
+        b.protocol_error(1009);
+        b.protocol_error(4000);
+        let mut out = Vec::new();
+        render_prometheus(&[a, b], &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("ringcast_connections_open{core=\"0\"} 3\n"));
+        assert!(text.contains("ringcast_connections_open{core=\"1\"} 0\n"));
+        assert!(text.contains("ringcast_ws_protocol_errors_total{core=\"1\",code=\"1009\"} 1\n"));
+        assert!(text.contains("ringcast_ws_protocol_errors_other_total{core=\"1\"} 1\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<u64>().unwrap();
+        }
+    }
+}
