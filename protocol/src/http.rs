@@ -31,6 +31,9 @@ pub use request::{Request, parse_request};
 pub use response::{reason_phrase, write_response};
 pub use tokens::{has_token, is_token, token_list};
 
+pub(crate) use response::{write_full, write_header, write_status_line};
+pub(crate) use tokens::trim_ows;
+
 /// Upper bound on the number of headers [`parse_request`] will ever accept, whatever
 /// [`HeadLimits::max_headers`] says: the size of the largest header array a caller should put on its stack.
 pub const MAX_HEADERS_HARD: usize = 256;
