@@ -21,7 +21,11 @@ fn reference(v: &[u8]) -> Result<Option<u64>, ()> {
     if !t.iter().all(u8::is_ascii_digit) {
         return Err(());
     }
-    std::str::from_utf8(t).ok().and_then(|s| s.parse::<u64>().ok()).map(Some).ok_or(())
+    std::str::from_utf8(t)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Some)
+        .ok_or(())
 }
 
 fn normalise(s: &str) -> String {
@@ -30,7 +34,11 @@ fn normalise(s: &str) -> String {
 
 fuzz_target!(|input: &[u8]| {
     let got = sse::parse_last_event_id(input);
-    assert_eq!(got.map_err(|_| ()), reference(input), "Last-Event-ID {input:?}");
+    assert_eq!(
+        got.map_err(|_| ()),
+        reference(input),
+        "Last-Event-ID {input:?}"
+    );
     if let Err(e) = got {
         assert_eq!(e, SseError::InvalidLastEventId);
     }
@@ -61,7 +69,10 @@ fuzz_target!(|input: &[u8]| {
     let id_bad = ev.id.is_some_and(|s| s.contains(['\r', '\n', '\0']));
     let event_bad = ev.event.is_some_and(|s| s.contains(['\r', '\n']));
     assert_eq!(result.is_err(), id_bad || event_bad, "{ev:?} -> {result:?}");
-    assert_eq!(sse::encoded_len(&ev).ok(), result.ok().map(|()| stream.len() - before));
+    assert_eq!(
+        sse::encoded_len(&ev).ok(),
+        result.ok().map(|()| stream.len() - before)
+    );
     if result.is_err() {
         assert_eq!(stream.len(), before, "a refused event wrote bytes");
         return;
