@@ -127,7 +127,7 @@ else
   cargo build --release -p ringcast
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/ringcast
   [[ -x $BIN ]] || die "$BIN was not built"
-  SERVER_CMD="$BIN serve --listen 127.0.0.1:{port} --cores 1 --driver {driver}"
+  SERVER_CMD="$BIN serve --listen 127.0.0.1:{port} --cores 1 --driver {driver} --max-message-size 64MiB --max-frame-size 64MiB --write-high-water 256MiB"
 fi
 
 # ---------------------------------------------------------------------------------------------------------------

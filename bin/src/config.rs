@@ -12,7 +12,7 @@ use serde::Deserialize;
 /// Reactor driver choice on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum DriverArg {
+pub(crate) enum DriverArg {
     /// io_uring when available, else epoll (logged once).
     Auto,
     /// io_uring only.
@@ -24,7 +24,7 @@ pub enum DriverArg {
 /// Slow-consumer policy on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum PolicyArg {
+pub(crate) enum PolicyArg {
     /// Close the connection with 1008.
     Disconnect,
     /// Drop the oldest queued data messages.
@@ -35,7 +35,7 @@ pub enum PolicyArg {
 /// default shown in the help.
 #[derive(Args, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// TOML file with any of these settings (keys are the flag names without the dashes)
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -145,7 +145,7 @@ impl ServeArgs {
     }
 
     /// Builds the engine configuration: flags, then the file, then defaults.
-    pub fn resolve(self) -> anyhow::Result<Config> {
+    pub(crate) fn resolve(self) -> anyhow::Result<Config> {
         let file = match &self.config {
             Some(path) => {
                 let text =

@@ -27,14 +27,14 @@ use ringcast_protocol::handshake::{
 };
 use ringcast_protocol::http::{self, HeadLimits, parse_request, write_response};
 use ringcast_protocol::ws::{
-    CloseCode, Decoder, DecoderConfig, Message, OpCode, Server, encode_close_payload,
+    CloseCode, Decoder, DecoderConfig, Message, OpCode, encode_close_payload,
     encode_server_frame,
 };
 use slab::Slab;
 
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::conn::{
-    CLOSE_ON_FLUSH, Conn, ERRORED, OutFrame, OutQueue, PING_OUT, REJECT, Route, State, Tick,
+    CLOSE_ON_FLUSH, Conn, ERRORED, OutFrame, PING_OUT, REJECT, Route, State, Tick,
     WANT_WRITE, ticks,
 };
 use crate::poller::{Epoll, READ, READ_WRITE, Waker};
@@ -318,7 +318,7 @@ impl Core {
     }
 
     /// Answers one request head; returns whether to keep reading requests.
-    fn route(&mut self, key: usize, req: &http::Request<'_>) -> Next {
+    fn route(&mut self, key: usize, req: &http::Request<'_, '_>) -> Next {
         let conn = &mut self.conns[key];
         if conn.has(REJECT) {
             add(&self.stats.connections_rejected, 1);
@@ -567,6 +567,7 @@ impl Core {
     fn enforce_high_water(&mut self, key: usize) {
         let high = self.shared.config.write_high_water;
         let conn = &mut self.conns[key];
+        let already_closing = conn.state == State::Closing && conn.has(ERRORED);
         let Some(out) = conn.out.as_mut() else { return };
         if out.bytes <= high {
             return;
@@ -591,7 +592,7 @@ impl Core {
                 add(&self.stats.slow_consumer_drops, dropped);
             }
             SlowConsumerPolicy::Disconnect => {
-                if conn.state == State::Closing && conn.has(ERRORED) {
+                if already_closing {
                     return;
                 }
                 // Keep a frame already partly written so the stream stays well-formed, then a close 1008.

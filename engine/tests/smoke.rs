@@ -1,0 +1,33 @@
+//! Smoke test: the real server answers HTTP and echoes over a real WebSocket client.
+
+mod common;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn echoes_text_and_binary_with_tungstenite() {
+    let server = common::start(common::config());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(common::ws_url(&server, "/echo")).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![1u8, 2, 3]));
+    ws.close(None).await.unwrap();
+    common::stop(server);
+}
+
+#[test]
+fn healthz_answers_200_with_keep_alive() {
+    let server = common::start(common::config());
+    let mut s = common::raw(&server);
+    for _ in 0..3 {
+        let head = common::request_head(&mut s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut body = [0u8; 3];
+        std::io::Read::read_exact(&mut s, &mut body).unwrap();
+        assert_eq!(&body, b"ok\n");
+    }
+    common::stop(server);
+}
