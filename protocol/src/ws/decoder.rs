@@ -381,6 +381,7 @@ impl<R: Role> Decoder<R> {
 }
 
 /// Build a control message from its (unmasked, complete) payload.
+#[inline]
 fn control_message(op: OpCode, payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
     Ok(match op {
         OpCode::Ping => Message::Ping(payload),
@@ -390,6 +391,7 @@ fn control_message(op: OpCode, payload: &[u8]) -> Result<Message<'_>, ProtocolEr
 }
 
 /// Build a data message from its complete payload, validating text.
+#[inline]
 fn data_message(op: OpCode, payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
     Ok(match op {
         OpCode::Text => Message::Text(
@@ -400,6 +402,7 @@ fn data_message(op: OpCode, payload: &[u8]) -> Result<Message<'_>, ProtocolError
 }
 
 /// The decoding loop. Never hands out borrows of `slot`, only of `input`, so the caller can poison on error.
+#[inline]
 fn run<'a>(
     slot: &mut Option<Box<Partial>>,
     server: bool,

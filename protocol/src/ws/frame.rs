@@ -138,6 +138,7 @@ pub(crate) struct FrameHeader {
 /// Checks run in wire order as soon as the byte they need is present, so the verdict (and which error) does not
 /// depend on how the input was split. `open_message` is the length buffered so far of the fragmented data
 /// message currently open, if any. Returns `Ok(None)` when more bytes are needed.
+#[inline]
 pub(crate) fn parse_header(
     buf: &[u8],
     server: bool,
