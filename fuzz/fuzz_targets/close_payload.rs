@@ -31,11 +31,12 @@ fuzz_target!(|data: &[u8]| {
             }
 
             let mut wire = server_close_frame_bytes(frame.code, frame.reason).to_vec();
+            let wire_len = wire.len();
             let mut dec = Decoder::<Client>::new(DecoderConfig::default());
             let (used, msg) = dec
                 .decode(&mut wire)
                 .expect("server close frame must decode");
-            assert_eq!(used, wire.len());
+            assert_eq!(used, wire_len);
             assert_eq!(msg, Some(Message::Close(Some(back))));
         }
         Err(e) => {

@@ -48,19 +48,18 @@ fn run<R: Role>(
         loop {
             match dec.decode(&mut buf[pos..]) {
                 Ok((n, Some(m))) => {
-                    assert!(n <= buf.len() - pos);
                     pos += n;
                     let m = own(m);
-                    if let Owned::Binary(b) | Owned::Text(_) = &m {
-                        let len = match &m {
-                            Owned::Text(s) => s.len(),
-                            _ => b.len(),
-                        };
-                        assert!(len <= cfg.max_message_size);
-                    }
+                    let data_len = match &m {
+                        Owned::Text(s) => s.len(),
+                        Owned::Binary(b) => b.len(),
+                        _ => 0,
+                    };
+                    assert!(data_len <= cfg.max_message_size);
                     out.push(m);
                 }
                 Ok((n, None)) => {
+                    assert!(pos <= buf.len());
                     assert_eq!(pos + n, buf.len(), "None must consume all input");
                     break;
                 }
