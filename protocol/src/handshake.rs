@@ -14,6 +14,27 @@
 //! - `Upgrade: websocket` without `upgrade` in `Connection` → 400: the client tried and got it wrong.
 //! - Missing or other `Sec-WebSocket-Version` → 426 with `Sec-WebSocket-Version: 13` (RFC 6455 §4.4).
 //! - Key, `Host`, subprotocol syntax or a request body → 400.
+//!
+//! ## Example
+//! ```
+//! use ringcast_protocol::handshake::{validate_upgrade, write_handshake_error, write_switching_protocols};
+//! use ringcast_protocol::http::{EMPTY_HEADER, HeadLimits, parse_request};
+//!
+//! let wire = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+//!     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+//!     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
+//! let mut headers = [EMPTY_HEADER; 64];
+//! let mut out = Vec::new();
+//! let Ok(Some(req)) = parse_request(wire, &mut headers, &HeadLimits::default()) else {
+//!     unreachable!("complete and valid head")
+//! };
+//! match validate_upgrade(&req) {
+//!     Ok(up) => write_switching_protocols(&mut out, up.key(), up.select_protocol(&["chat"])),
+//!     Err(e) => write_handshake_error(&mut out, e),
+//! }
+//! assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+//! assert!(out.ends_with(b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n"));
+//! ```
 
 use crate::http::{self, HttpError, Request, has_token, is_token, token_list, trim_ows};
 use base64::Engine as _;
@@ -151,6 +172,12 @@ impl<'b> UpgradeRequest<'b> {
             .copied()
             .find(|s| self.offered_protocols().any(|offered| offered == *s))
     }
+}
+
+/// Whether `req` asks for a WebSocket upgrade at all (an `Upgrade` field listing `websocket`), for routes that
+/// serve both plain HTTP (SSE, polling) and WebSocket: `true` means "answer with [`validate_upgrade`]".
+pub fn is_websocket_upgrade(req: &Request<'_, '_>) -> bool {
+    req.has_token("upgrade", "websocket")
 }
 
 /// The values of every field named `name` (lowercase) in a raw head that httparse has already validated, so
@@ -750,6 +777,26 @@ mod tests {
         let up = validate(&buf).unwrap();
         assert_eq!(up.offered_protocols().collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(up.select_protocol(&["c"]), Some("c"));
+    }
+
+    #[test]
+    fn upgrade_detection_table() {
+        let table: &[(&[&str], bool)] = &[
+            (&[], false),
+            (&["Upgrade: websocket"], true),
+            (&["Upgrade: WebSocket"], true),
+            (&["Upgrade: h2c"], false),
+            (&["Upgrade: h2c", "Upgrade: websocket"], true),
+            (&["Connection: upgrade"], false),
+        ];
+        for (headers, want) in table {
+            let buf = request("GET / HTTP/1.1", headers);
+            let mut h = [EMPTY_HEADER; 8];
+            let req = parse_request(&buf, &mut h, &HeadLimits::default())
+                .unwrap()
+                .unwrap();
+            assert_eq!(is_websocket_upgrade(&req), *want, "{headers:?}");
+        }
     }
 
     #[test]

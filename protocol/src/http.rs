@@ -17,6 +17,23 @@
 //! boundary yields `Ok(None)` for every incomplete prefix and then the same [`Request`] (or the same error) as
 //! parsing it whole. Only the first [`HeadLimits::max_head_bytes`] bytes are ever inspected, so a peer cannot
 //! make the parser do more work than the limit allows.
+//!
+//! ```
+//! use ringcast_protocol::http::{EMPTY_HEADER, HeadLimits, parse_request};
+//!
+//! let wire = b"GET /rooms/7/poll?since=41 HTTP/1.1\r\nHost: h\r\n\r\n";
+//! let limits = HeadLimits::default();
+//! // The first read brought half the head: keep reading.
+//! let mut headers = [EMPTY_HEADER; 64];
+//! assert!(matches!(parse_request(&wire[..20], &mut headers, &limits), Ok(None)));
+//! // The rest arrived: parse the whole accumulated buffer again.
+//! let mut headers = [EMPTY_HEADER; 64];
+//! let req = parse_request(wire, &mut headers, &limits)?.expect("complete");
+//! assert_eq!(req.path(), "/rooms/7/poll");
+//! assert_eq!(req.query_param("since"), Some("41"));
+//! assert_eq!(req.head_len(), wire.len());
+//! # Ok::<(), ringcast_protocol::http::HttpError>(())
+//! ```
 
 use std::fmt;
 
