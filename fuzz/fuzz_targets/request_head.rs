@@ -37,7 +37,10 @@ fn parse(buf: &[u8], limits: &HeadLimits) -> Outcome {
             target: req.target().to_owned(),
             minor: req.version_minor(),
             head_len: req.head_len(),
-            headers: req.headers().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
+            headers: req
+                .headers()
+                .map(|(n, v)| (n.to_owned(), v.to_vec()))
+                .collect(),
         },
     }
 }
@@ -57,7 +60,11 @@ fn exercise(buf: &[u8], limits: &HeadLimits) {
     assert!(req.head_len() <= buf.len() && req.head_len() <= limits.max_head_bytes);
     assert!(req.header_count() <= limits.max_headers);
     assert!(req.path().len() <= req.target().len());
-    let _ = (req.keep_alive(), req.content_length(), req.query_param("token"));
+    let _ = (
+        req.keep_alive(),
+        req.content_length(),
+        req.query_param("token"),
+    );
     let mut scratch = Vec::new();
     for segment in http::path_segments(req.path()) {
         let _ = http::percent_decode(segment, &mut scratch);
