@@ -176,7 +176,7 @@ proptest! {
         close in close_spec(),
         chunk_cuts in prop::collection::vec(any::<Index>(), 0..12),
     ) {
-        let (wire, want) = build(&specs, &close, |w, fin, op, p| encode_server_frame(w, fin, op, p));
+        let (wire, want) = build(&specs, &close, encode_server_frame);
         let (whole, idle) = decode_chunked_idle::<Client>(&wire, &[]);
         prop_assert_eq!(&whole, &(want, None));
         prop_assert!(idle, "complete frames must leave the decoder idle");
