@@ -494,6 +494,10 @@ fn run<'a>(
                 apply_mask(payload, key, 0);
             }
             pos = end;
+            // A header that was completed from stashed bytes may have been the only thing held.
+            if slot.as_deref().is_some_and(Partial::is_empty) {
+                *slot = None;
+            }
             break Done::Input {
                 opcode: header.opcode,
                 start,
@@ -684,6 +688,21 @@ mod tests {
         assert_eq!(m, Some(Message::Binary(&payload)));
         let (n, m) = dec.decode(&mut []).unwrap();
         assert_eq!((n, m), (0, None));
+        assert!(dec.is_idle());
+        assert_eq!(dec.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn idle_after_header_split_across_calls() {
+        let mut wire = cframe(true, OpCode::Binary, b"payload");
+        let mut dec = Decoder::<Server>::default();
+        let (a, b) = wire.split_at_mut(3);
+        assert_eq!(dec.decode(a).unwrap(), (3, None));
+        assert!(!dec.is_idle());
+        assert!(dec.buffered_bytes() > 0);
+        let (n, m) = dec.decode(b).unwrap();
+        assert_eq!(m, Some(Message::Binary(b"payload")));
+        assert_eq!(n, 10);
         assert!(dec.is_idle());
         assert_eq!(dec.buffered_bytes(), 0);
     }
