@@ -51,6 +51,8 @@ pub(crate) const REJECT: u8 = 4;
 pub(crate) const CLOSE_ON_FLUSH: u8 = 8;
 /// The decoder failed: bytes that still arrive are discarded.
 pub(crate) const ERRORED: u8 = 16;
+/// Our side of the TCP stream was shut down after an error close.
+pub(crate) const SHUT_WRITE: u8 = 32;
 
 /// One queued frame (or response) and whether it may be dropped by the drop-oldest policy.
 pub(crate) struct OutFrame {

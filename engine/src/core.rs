@@ -34,7 +34,7 @@ use slab::Slab;
 
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::conn::{
-    CLOSE_ON_FLUSH, Conn, ERRORED, OutFrame, PING_OUT, REJECT, Route, State, Tick,
+    CLOSE_ON_FLUSH, Conn, ERRORED, OutFrame, PING_OUT, REJECT, Route, SHUT_WRITE, State, Tick,
     WANT_WRITE, ticks,
 };
 use crate::poller::{Epoll, READ, READ_WRITE, Waker};
@@ -473,10 +473,9 @@ impl Core {
 
     /// Bytes that arrive after our close frame was queued.
     fn on_closing(&mut self, key: usize, data: &mut [u8]) {
-        let conn = &mut self.conns[key];
-        if conn.has(ERRORED) {
-            // Nothing more is decoded after a protocol error: the peer's answer ends the connection.
-            self.close(key);
+        if self.conns[key].has(ERRORED) {
+            // Nothing more is decoded after a protocol error: what still arrives is discarded until the peer's EOF
+            // (our side was shut down once the close frame left) or the close deadline.
             return;
         }
         let mut pos = 0;
@@ -484,8 +483,7 @@ impl Core {
             let conn = &mut self.conns[key];
             match conn.decoder.decode(&mut data[pos..]) {
                 Ok((_, None)) => return,
-                Ok((n, Some(Message::Close(_)))) => {
-                    let _ = n;
+                Ok((_, Some(Message::Close(_)))) => {
                     // Both closes seen: the server closes the TCP connection first.
                     conn.flags |= CLOSE_ON_FLUSH;
                     return;
@@ -499,13 +497,26 @@ impl Core {
         }
     }
 
+    /// The output queue just became empty: finish a close that was waiting for it.
+    fn drained(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.has(CLOSE_ON_FLUSH) {
+            self.close(key);
+        } else if conn.state == State::Closing && conn.has(ERRORED) && !conn.has(SHUT_WRITE) {
+            // After an error close the server ends the TCP stream first (FIN, not RST: unread bytes are still
+            // drained) and waits for the peer's EOF until the close deadline.
+            conn.flags |= SHUT_WRITE;
+            // SAFETY: shutdown takes no pointers; `fd` is owned by this connection.
+            unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
+        }
+    }
+
     /// Hands the staged bytes for `key` to the kernel; queues what it refuses.
     fn finish_output(&mut self, key: usize) {
         if self.wbuf.is_empty() {
             self.marks.clear();
-            let conn = &self.conns[key];
-            if conn.has(CLOSE_ON_FLUSH) && conn.out.is_none() {
-                self.close(key);
+            if self.conns[key].out.is_none() {
+                self.drained(key);
             }
             return;
         }
@@ -532,11 +543,10 @@ impl Core {
         }
         self.wbuf.clear();
         self.marks.clear();
-        let conn = &self.conns[key];
-        if conn.out.is_some() {
+        if self.conns[key].out.is_some() {
             self.flush(key);
-        } else if conn.has(CLOSE_ON_FLUSH) {
-            self.close(key);
+        } else {
+            self.drained(key);
         }
     }
 
@@ -674,9 +684,7 @@ impl Core {
                 conn.flags &= !WANT_WRITE;
                 let _ = self.epoll.modify(conn.fd, READ, key as u64);
             }
-            if conn.has(CLOSE_ON_FLUSH) {
-                self.close(key);
-            }
+            self.drained(key);
         } else if !conn.has(WANT_WRITE) {
             conn.flags |= WANT_WRITE;
             let _ = self.epoll.modify(conn.fd, READ_WRITE, key as u64);
