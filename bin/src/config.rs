@@ -43,7 +43,7 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Reactor cores: a count ("4") or a CPU list ("0,2-3") [default: all online cores]
+    /// Reactor cores: a count ("4") or a CPU list ("0,2-3"; one CPU: "2-2" or "2,") [default: all online cores]
     #[arg(long, value_name = "N|LIST")]
     pub cores: Option<String>,
     /// Do not pin reactor threads to their cores [default: pinned]
@@ -116,6 +116,9 @@ fn cores(v: &str) -> anyhow::Result<CoreSet> {
     let mut list = Vec::new();
     for part in v.split(',') {
         let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
         let parse = |s: &str| s.trim().parse::<usize>().with_context(|| format!("--cores: bad core id {s:?}"));
         match part.split_once('-') {
             Some((a, b)) => {
@@ -222,6 +225,8 @@ mod tests {
     fn core_lists_and_counts() {
         assert_eq!(cores("3").unwrap(), CoreSet::Count(3));
         assert_eq!(cores("0,2-4").unwrap(), CoreSet::List(vec![0, 2, 3, 4]));
+        assert_eq!(cores("1-1").unwrap(), CoreSet::List(vec![1]));
+        assert_eq!(cores("1,").unwrap(), CoreSet::List(vec![1]));
         assert!(cores("0").is_err());
         assert!(cores("3-1").is_err());
         assert!(cores("x").is_err());
