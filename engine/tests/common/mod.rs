@@ -64,6 +64,7 @@ pub fn read_head(s: &mut TcpStream) -> String {
         match s.read(&mut b) {
             Ok(0) => break,
             Ok(_) => head.push(b[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!(
                 "reading response head: {e}; got {:?}",
                 String::from_utf8_lossy(&head)
@@ -139,6 +140,8 @@ pub fn closed_by_server(s: &mut TcpStream) -> bool {
             Ok(0) => return true,
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            // The server's reactor threads share this process; a signal may interrupt a blocking read.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
     }
