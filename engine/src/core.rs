@@ -552,10 +552,20 @@ impl Core {
 
     /// Copies the unwritten tail of `wbuf` into the connection's queue, one entry per frame.
     fn spill(&mut self, key: usize, written: usize) {
-        let tail = Bytes::copy_from_slice(&self.wbuf[written..]);
+        // A frame the kernel took only part of is queued whole, with `head_written` recording the part already
+        // sent, so that the slow-consumer policy sees it as partly written and never drops or cuts it mid-frame.
+        // (Bytes are written directly only when the queue is empty, so `partial > 0` implies a fresh queue.)
+        let frame_start =
+            self.marks.iter().map(|&(end, _)| end).take_while(|&end| end <= written).last().unwrap_or(0);
+        let partial = written - frame_start;
+        let tail = Bytes::copy_from_slice(&self.wbuf[frame_start..]);
         let conn = &mut self.conns[key];
         let out = conn.out.get_or_insert_with(Box::default);
-        let mut start = written;
+        debug_assert!(partial == 0 || out.frames.is_empty());
+        if partial > 0 {
+            out.head_written = partial;
+        }
+        let mut start = frame_start;
         let mut rest = tail;
         for &(end, control) in &self.marks {
             if end <= start {
@@ -570,6 +580,8 @@ impl Core {
             out.bytes += rest.len();
             out.frames.push_back(OutFrame { bytes: rest, control: true });
         }
+        // `bytes` counts what is still unwritten.
+        out.bytes -= partial;
         self.enforce_high_water(key);
     }
 
