@@ -10,7 +10,9 @@
 //! - [`ws`]: the RFC 6455 §5 frame codec in server and client roles (decoder state machine, message reassembly,
 //!   strict incremental UTF-8, close payloads, encoder, masking);
 //! - [`sse`]: the Server-Sent Events writer and `Last-Event-ID` parsing;
-//! - [`poll`]: the JSON envelopes long and short polling return.
+//! - [`poll`]: the JSON envelopes long and short polling return;
+//! - [`topic`]: topic-name validation and the stable owner-core hash;
+//! - [`pubsub`]: the pub/sub wire protocol v1 (client ops, server JSON and SSE forms, publish bodies, routes).
 //!
 //! ## Invariants
 //! - No IO, no runtime, no threads, no clock: callers feed bytes (and, where a rule needs it, the time) in and take
@@ -27,5 +29,7 @@
 pub mod handshake;
 pub mod http;
 pub mod poll;
+pub mod pubsub;
 pub mod sse;
+pub mod topic;
 pub mod ws;

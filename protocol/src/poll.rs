@@ -227,6 +227,62 @@ pub fn write_json_string<B: BufMut>(buf: &mut B, s: &str) {
     buf.put_u8(b'"');
 }
 
+/// Long/short polling body for one topic, the shape issue 4 fixes:
+/// `{"topic":"t","messages":[{"seq":1,"data":<JSON>},...],"next":K,"reset":false}`.
+///
+/// - `messages`: `(seq, data)` pairs in the order given; each `data` is one JSON value the caller already
+///   validated, copied verbatim (an empty slice is written as `null`).
+/// - `next`: the `since` the client should send on its next poll (normally the last `seq` returned, or the
+///   client's own `since` when nothing is new).
+/// - `reset`: `true` when the history no longer reached back to the client's `since`, so the messages start at the
+///   oldest retained one and everything before was lost to this client.
+///
+/// `topic` is escaped (a valid topic never needs it). No allocation.
+///
+/// ```
+/// use ringcast_protocol::poll::write_topic_poll_body;
+/// let mut out = Vec::new();
+/// let msgs: [(u64, &[u8]); 2] = [(41, br#"{"a":1}"#), (42, b"\"hi\"")];
+/// write_topic_poll_body(&mut out, "chat", msgs, 42, false);
+/// assert_eq!(
+///     out,
+///     br#"{"topic":"chat","messages":[{"seq":41,"data":{"a":1}},{"seq":42,"data":"hi"}],"next":42,"reset":false}"#
+/// );
+/// ```
+pub fn write_topic_poll_body<'m, B: BufMut>(
+    buf: &mut B,
+    topic: &str,
+    messages: impl IntoIterator<Item = (u64, &'m [u8])>,
+    next: u64,
+    reset: bool,
+) {
+    let mut num = itoa::Buffer::new();
+    buf.put_slice(b"{\"topic\":");
+    write_json_string(buf, topic);
+    buf.put_slice(b",\"messages\":[");
+    for (i, (seq, data)) in messages.into_iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(b"{\"seq\":");
+        buf.put_slice(num.format(seq).as_bytes());
+        buf.put_slice(b",\"data\":");
+        if data.is_empty() {
+            buf.put_slice(b"null");
+        } else {
+            buf.put_slice(data);
+        }
+        buf.put_u8(b'}');
+    }
+    buf.put_slice(b"],\"next\":");
+    buf.put_slice(num.format(next).as_bytes());
+    buf.put_slice(if reset {
+        b",\"reset\":true}"
+    } else {
+        b",\"reset\":false}"
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
