@@ -84,6 +84,8 @@ pub(crate) struct Core {
     drain_deadline: Option<Tick>,
     finished: bool,
     accept_canceller: Option<monoio::io::Canceller>,
+    /// The listening socket (owned by the accept task), taken out of LISTEN state when shutdown begins.
+    listen_fd: Option<RawFd>,
 }
 
 enum Next {
@@ -137,6 +139,7 @@ impl Core {
             drain_deadline: None,
             finished: false,
             accept_canceller: None,
+            listen_fd: None,
         })
     }
 
@@ -772,6 +775,14 @@ impl Core {
         }
         self.update_clock();
         self.drain_deadline = Some(self.now.wrapping_add(self.timers.drain));
+        if let Some(fd) = self.listen_fd.take() {
+            // Refuse new connections now, synchronously: with io_uring the listener's close is asynchronous and
+            // the pending accept keeps the socket listening after the reactor is gone (connections would then
+            // sit in a dead backlog, or be hashed to it by SO_REUSEPORT when a new server binds the port).
+            // SAFETY: shutdown takes no pointers; the accept task still owns `fd` (it drops the listener only
+            // after seeing `drain_deadline`, set above, and cannot run while this borrow is held).
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
         if let Some(c) = self.accept_canceller.take() {
             c.cancel();
         }
@@ -863,6 +874,7 @@ pub(crate) async fn run(core: Core, listener: StdListener) -> io::Result<()> {
     let cancel_handle = canceller.handle();
     let core = Rc::new(RefCell::new(core));
     core.borrow_mut().accept_canceller = Some(canceller);
+    core.borrow_mut().listen_fd = Some(listener.as_raw_fd());
 
     let accept_core = core.clone();
     monoio::spawn(async move {
