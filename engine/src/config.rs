@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::history::HistoryLimits;
+
 /// Which io_uring/epoll driver each core's monoio runtime uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Driver {
@@ -82,6 +84,31 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// Readiness events taken per wake-up.
     pub events_per_wake: usize,
+    /// Retained history per topic, for resume.
+    pub history: HistoryLimits,
+    /// Capacity of each channel into a core (messages).
+    pub bus_capacity: usize,
+    /// Messages a core holds for one other core while that core's channel is full; past it the oldest is dropped
+    /// (counted) and the target's subscribers are reset.
+    pub outbox_limit: usize,
+    /// Interval of `: keep-alive` comments on idle SSE streams.
+    pub sse_keepalive: Duration,
+    /// The `retry:` hint sent once at the start of each SSE stream.
+    pub sse_retry: Duration,
+    /// Long-poll wait when the request gives no `timeout`.
+    pub poll_timeout: Duration,
+    /// Longest long-poll wait a request may ask for.
+    pub poll_timeout_max: Duration,
+    /// Messages per poll answer when the request gives no `limit`.
+    pub poll_limit: usize,
+    /// Largest `limit` a poll request may ask for.
+    pub poll_limit_max: usize,
+    /// Origins allowed by CORS on the HTTP transports: exact origins, `*.example.com` for subdomains, or `*`.
+    /// Empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Topic patterns (exact name, or a prefix ending in `.*`, or `*`) whose slow subscribers get only the newest
+    /// message instead of the backlog.
+    pub conflate: Vec<String>,
 }
 
 impl Default for Config {
@@ -106,8 +133,53 @@ impl Default for Config {
             slow_consumer: SlowConsumerPolicy::Disconnect,
             read_buffer_size: 64 * 1024,
             events_per_wake: 1024,
+            history: HistoryLimits::default(),
+            bus_capacity: 65_536,
+            outbox_limit: 1 << 20,
+            sse_keepalive: Duration::from_secs(15),
+            sse_retry: Duration::from_secs(3),
+            poll_timeout: Duration::from_secs(30),
+            poll_timeout_max: Duration::from_secs(120),
+            poll_limit: 1000,
+            poll_limit_max: 10_000,
+            cors_origins: Vec::new(),
+            conflate: Vec::new(),
         }
     }
+}
+
+/// Does `topic` match a conflation or permission pattern: an exact name, `prefix.*` (the prefix, a dot, then
+/// anything), or `*`.
+pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('.') => {
+            topic.len() > prefix.len() && topic.starts_with(prefix)
+        }
+        _ => pattern == topic,
+    }
+}
+
+/// Is `origin` allowed by `patterns` (exact, `*.domain` for subdomains of domain with any scheme, or `*`)?
+pub fn origin_allowed(patterns: &[String], origin: &str) -> bool {
+    patterns.iter().any(|p| {
+        if p == "*" || p.eq_ignore_ascii_case(origin) {
+            return true;
+        }
+        let Some(domain) = p.strip_prefix("*.") else {
+            return false;
+        };
+        let host = origin.split_once("://").map_or(origin, |(_, h)| h);
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h);
+        host.len() > domain.len() + 1
+            && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+            && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+    })
 }
 
 impl Config {
@@ -122,6 +194,10 @@ impl Config {
             ("write_high_water", self.write_high_water),
             ("read_buffer_size", self.read_buffer_size),
             ("events_per_wake", self.events_per_wake),
+            ("bus_capacity", self.bus_capacity),
+            ("outbox_limit", self.outbox_limit),
+            ("poll_limit", self.poll_limit),
+            ("poll_limit_max", self.poll_limit_max),
         ];
         for (name, v) in nonzero {
             if v == 0 {
@@ -142,6 +218,8 @@ impl Config {
             ("ping_interval", self.ping_interval),
             ("idle_timeout", self.idle_timeout),
             ("close_timeout", self.close_timeout),
+            ("sse_keepalive", self.sse_keepalive),
+            ("poll_timeout", self.poll_timeout),
         ] {
             if d < Duration::from_millis(100) {
                 return Err(format!("{name} must be at least 100ms"));
@@ -150,14 +228,55 @@ impl Config {
         if self.idle_timeout <= self.ping_interval {
             return Err("idle_timeout must be longer than ping_interval".into());
         }
+        if self.poll_limit > self.poll_limit_max {
+            return Err("poll_limit must not exceed poll_limit_max".into());
+        }
+        if self.poll_timeout > self.poll_timeout_max {
+            return Err("poll_timeout must not exceed poll_timeout_max".into());
+        }
         if let CoreSet::Count(0) = self.cores {
             return Err("cores must be at least 1".into());
         }
-        if let CoreSet::List(l) = &self.cores {
-            if l.is_empty() {
-                return Err("the core list is empty".into());
-            }
+        if let CoreSet::List(l) = &self.cores
+            && l.is_empty()
+        {
+            return Err("the core list is empty".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_matches("*", "a"));
+        assert!(topic_matches("prices.*", "prices.eur"));
+        assert!(!topic_matches("prices.*", "prices."));
+        assert!(!topic_matches("prices.*", "pricesX"));
+        assert!(topic_matches("news", "news"));
+        assert!(!topic_matches("news", "news2"));
+    }
+
+    #[test]
+    fn origin_patterns() {
+        let p = vec![
+            "https://app.example.com".to_string(),
+            "*.trusted.io".to_string(),
+        ];
+        assert!(origin_allowed(&p, "https://app.example.com"));
+        assert!(origin_allowed(&p, "https://a.trusted.io"));
+        assert!(origin_allowed(&p, "http://a.b.trusted.io:8443"));
+        assert!(!origin_allowed(&p, "https://trusted.io"));
+        assert!(!origin_allowed(&p, "https://eviltrusted.io"));
+        assert!(!origin_allowed(&p, "https://example.com"));
+        assert!(origin_allowed(&["*".to_string()], "null"));
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
     }
 }

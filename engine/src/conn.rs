@@ -30,6 +30,10 @@ pub(crate) enum State {
     Http,
     /// An open WebSocket.
     Ws,
+    /// An open Server-Sent Events stream.
+    Sse,
+    /// An HTTP request (poll or publish) waiting for an answer from a topic's owner core.
+    Waiting,
     /// A close frame was queued; waiting for the peer's close (or EOF) or the close deadline.
     Closing,
 }
@@ -39,6 +43,8 @@ pub(crate) enum State {
 pub(crate) enum Route {
     /// Echo text and binary messages as received.
     Echo,
+    /// The JSON pub/sub protocol v1.
+    PubSub,
 }
 
 /// A ping was sent and nothing has been heard since.
@@ -53,11 +59,15 @@ pub(crate) const CLOSE_ON_FLUSH: u8 = 8;
 pub(crate) const ERRORED: u8 = 16;
 /// Our side of the TCP stream was shut down after an error close.
 pub(crate) const SHUT_WRITE: u8 = 32;
+/// Listed in the core's dirty list (queued output to flush at the end of the turn).
+pub(crate) const DIRTY: u8 = 64;
 
 /// One queued frame (or response) and whether it may be dropped by the drop-oldest policy.
 pub(crate) struct OutFrame {
     pub(crate) bytes: Bytes,
     pub(crate) control: bool,
+    /// The conflation slot of the topic this data frame belongs to (0: none).
+    pub(crate) topic: u32,
 }
 
 /// Output the kernel has not taken yet. Allocated only while the socket is backed up.
@@ -73,6 +83,8 @@ pub(crate) struct OutQueue {
 /// One connection: its descriptor, state and the little it must remember between reads.
 pub(crate) struct Conn {
     pub(crate) fd: RawFd,
+    /// Distinguishes this connection from a later one reusing its slab key.
+    pub(crate) serial: u32,
     pub(crate) state: State,
     pub(crate) route: Route,
     pub(crate) flags: u8,
@@ -84,6 +96,8 @@ pub(crate) struct Conn {
     /// A request head received in pieces; empty (no allocation) otherwise.
     pub(crate) head: Vec<u8>,
     pub(crate) out: Option<Box<OutQueue>>,
+    /// Subscriptions and pending HTTP answers; `None` for plain echo connections.
+    pub(crate) ext: Option<Box<crate::core::ConnExt>>,
 }
 
 impl Conn {

@@ -26,13 +26,18 @@ use ringcast_protocol::handshake::{
     write_switching_protocols,
 };
 use ringcast_protocol::http::{self, HeadLimits, parse_request, write_response};
+use ringcast_protocol::pubsub::PubSubRoute;
 use ringcast_protocol::ws::{
-    CloseCode, Decoder, DecoderConfig, Message, OpCode, encode_close_payload,
-    encode_server_frame,
+    CloseCode, Decoder, DecoderConfig, Message, OpCode, encode_close_payload, encode_server_frame,
 };
 use slab::Slab;
 
-use crate::config::{Config, SlowConsumerPolicy};
+mod pubsub;
+pub(crate) use pubsub::ConnExt;
+use pubsub::{Topics, Waiting};
+
+use crate::bus::{CoreMsg, Mesh, Outbox};
+use crate::config::{Config, SlowConsumerPolicy, origin_allowed};
 use crate::conn::{
     CLOSE_ON_FLUSH, Conn, ERRORED, OutFrame, PING_OUT, REJECT, Route, SHUT_WRITE, State, Tick,
     WANT_WRITE, ticks,
@@ -54,6 +59,7 @@ pub(crate) struct Shared {
 
 /// Timer lengths converted once to ticks.
 struct Timers {
+    sse_keepalive: Tick,
     handshake: Tick,
     ping: Tick,
     idle: Tick,
@@ -86,6 +92,23 @@ pub(crate) struct Core {
     accept_canceller: Option<monoio::io::Canceller>,
     /// The listening socket (owned by the accept task), taken out of LISTEN state when shutdown begins.
     listen_fd: Option<RawFd>,
+    /// This core's index.
+    id: usize,
+    mesh: Arc<Mesh>,
+    inbox: crossbeam_channel::Receiver<CoreMsg>,
+    outbox: Outbox,
+    /// Messages this core sends itself, handled in the same turn.
+    local_msgs: std::collections::VecDeque<CoreMsg>,
+    /// A channel was full at the end of the last turn: retry at the next turn or sweep.
+    outbox_waiting: bool,
+    topics: Topics,
+    /// Shared output staged this turn: (connection key, control, conflation slot, bytes).
+    staged: Vec<(u32, bool, u32, Bytes)>,
+    /// Connections with newly queued output.
+    dirty: Vec<usize>,
+    /// Connections whose waiting HTTP request was answered this turn and may have pipelined requests behind it.
+    resume_http: Vec<usize>,
+    next_serial: u32,
 }
 
 enum Next {
@@ -93,6 +116,8 @@ enum Next {
     Continue,
     /// Stop reading requests on this connection (upgrade done, or closing).
     Stop,
+    /// The answer comes later from another core (poll, publish).
+    Wait,
 }
 
 fn is_would_block(e: &io::Error) -> bool {
@@ -100,7 +125,13 @@ fn is_would_block(e: &io::Error) -> bool {
 }
 
 impl Core {
-    pub(crate) fn new(shared: Arc<Shared>, id: usize, waker: Arc<Waker>) -> io::Result<Self> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        id: usize,
+        waker: Arc<Waker>,
+        mesh: Arc<Mesh>,
+        inbox: crossbeam_channel::Receiver<CoreMsg>,
+    ) -> io::Result<Self> {
         let c = &shared.config;
         let epoll = Epoll::new()?;
         epoll.add(waker.raw_fd(), READ, WAKER_TOKEN)?;
@@ -113,6 +144,7 @@ impl Core {
             max_headers: c.max_headers,
         };
         let timers = Timers {
+            sse_keepalive: ticks(c.sse_keepalive),
             handshake: ticks(c.handshake_timeout),
             ping: ticks(c.ping_interval),
             idle: ticks(c.idle_timeout),
@@ -120,6 +152,7 @@ impl Core {
             drain: ticks(c.drain_timeout),
         };
         let stats = shared.stats[id].clone();
+        let outbox = Outbox::new(mesh.cores(), c.outbox_limit);
         Ok(Core {
             read_buf: vec![0u8; c.read_buffer_size].into_boxed_slice(),
             wbuf: Vec::with_capacity(64 * 1024),
@@ -140,6 +173,17 @@ impl Core {
             finished: false,
             accept_canceller: None,
             listen_fd: None,
+            id,
+            outbox,
+            mesh,
+            inbox,
+            local_msgs: std::collections::VecDeque::new(),
+            outbox_waiting: false,
+            topics: Topics::new(),
+            staged: Vec::new(),
+            dirty: Vec::new(),
+            resume_http: Vec::new(),
+            next_serial: 0,
         })
     }
 
@@ -185,8 +229,10 @@ impl Core {
             close_fd(fd);
             return;
         }
+        self.next_serial = self.next_serial.wrapping_add(1);
         entry.insert(Conn {
             fd,
+            serial: self.next_serial,
             state: State::Http,
             route: Route::Echo,
             flags: if reject { REJECT } else { 0 },
@@ -195,6 +241,7 @@ impl Core {
             decoder: Decoder::new(self.decoder_config),
             head: Vec::new(),
             out: None,
+            ext: None,
         });
         add(&self.stats.connections_open, 1);
         add(&self.stats.connections_accepted, 1);
@@ -227,13 +274,15 @@ impl Core {
             if bits & libc::EPOLLOUT as u32 != 0 {
                 self.flush(key);
             }
-            if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0
+            if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLERR | libc::EPOLLHUP) as u32
+                != 0
                 && self.conns.contains(key)
             {
                 self.on_readable(key);
             }
         }
         self.events = events;
+        self.end_turn();
         self.check_finished();
     }
 
@@ -264,6 +313,20 @@ impl Core {
             State::Http => self.on_http(key, &mut buf[..n]),
             State::Ws => self.on_ws(key, &mut buf[..n]),
             State::Closing => self.on_closing(key, &mut buf[..n]),
+            // An EventSource sends nothing after its request; bytes here are ignored.
+            State::Sse => {}
+            State::Waiting => {
+                // Requests pipelined behind a poll or publish wait until it is answered (bounded like a head).
+                let conn = &mut self.conns[key];
+                if conn.head.len() + n
+                    > self.limits.max_head_bytes + self.shared.config.max_message_size
+                {
+                    self.close(key);
+                    self.read_buf = buf;
+                    return;
+                }
+                conn.head.extend_from_slice(&buf[..n]);
+            }
         }
         self.read_buf = buf;
         if self.conns.contains(key) {
@@ -271,7 +334,7 @@ impl Core {
         }
     }
 
-    /// Bytes of a request head (or several pipelined requests).
+    /// Bytes of a request head (or several pipelined requests, with their bodies).
     fn on_http(&mut self, key: usize, data: &mut [u8]) {
         let conn = &mut self.conns[key];
         let mut owned;
@@ -284,14 +347,12 @@ impl Core {
         };
         let mut offset = 0;
         while offset < buf.len() {
-            let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS_HARD];
+            let mut headers = [http::EMPTY_HEADER; http::MAX_HEADERS_HARD];
             let headers = &mut headers[..self.limits.max_headers];
             let rest = &buf[offset..];
             match parse_request(rest, headers, &self.limits) {
                 Ok(None) => {
-                    let conn = &mut self.conns[key];
-                    conn.head.clear();
-                    conn.head.extend_from_slice(rest);
+                    self.stash(key, rest);
                     return;
                 }
                 Err(e) => {
@@ -302,17 +363,37 @@ impl Core {
                 }
                 Ok(Some(req)) => {
                     let head_len = req.head_len();
-                    let next = self.route(key, &req);
-                    offset += head_len;
+                    let body_len = match self.body_len(&req) {
+                        Ok(n) => n,
+                        Err((status, msg)) => {
+                            self.error_response(status, msg, None, false);
+                            self.conns[key].flags |= CLOSE_ON_FLUSH;
+                            return;
+                        }
+                    };
+                    if rest.len() < head_len + body_len {
+                        // The body is still arriving: keep the request and parse it again when it is whole.
+                        self.stash(key, rest);
+                        return;
+                    }
+                    let body = &rest[head_len..head_len + body_len];
+                    let next = self.route(key, &req, body);
+                    offset += head_len + body_len;
                     match next {
                         Next::Continue => continue,
                         Next::Stop => break,
+                        Next::Wait => {
+                            // Answered later by another core; what follows waits in the head buffer.
+                            let rest = &buf[offset..];
+                            self.stash(key, rest);
+                            return;
+                        }
                     }
                 }
             }
         }
         let conn = &mut self.conns[key];
-        // The head buffer is only for the handshake: give its memory back.
+        // The head buffer is only for requests in progress: give its memory back.
         conn.head = Vec::new();
         if conn.state == State::Ws && offset < buf.len() {
             // Frames sent right behind the upgrade request.
@@ -320,8 +401,48 @@ impl Core {
         }
     }
 
-    /// Answers one request head; returns whether to keep reading requests.
-    fn route(&mut self, key: usize, req: &http::Request<'_, '_>) -> Next {
+    /// Keeps the unparsed bytes of a request for the next read.
+    fn stash(&mut self, key: usize, rest: &[u8]) {
+        let conn = &mut self.conns[key];
+        conn.head.clear();
+        conn.head.extend_from_slice(rest);
+    }
+
+    /// The length of the body behind a head, or the status to refuse it with.
+    fn body_len(&self, req: &http::Request<'_, '_>) -> Result<usize, (u16, &'static str)> {
+        if req.header("transfer-encoding").is_some() {
+            return Err((411, "chunked bodies are not accepted: send Content-Length"));
+        }
+        match req.content_length() {
+            Err(_) => Err((400, "invalid Content-Length")),
+            Ok(None) => Ok(0),
+            Ok(Some(n)) if n > self.shared.config.max_message_size as u64 => {
+                Err((413, "body larger than the maximum message size"))
+            }
+            Ok(Some(n)) => Ok(n as usize),
+        }
+    }
+
+    /// The Origin to echo in CORS headers, when the request has an allowed one.
+    fn cors_origin(&self, req: &http::Request<'_, '_>) -> Option<Box<str>> {
+        let origin = std::str::from_utf8(req.header("origin")?).ok()?;
+        origin_allowed(&self.shared.config.cors_origins, origin).then(|| Box::from(origin))
+    }
+
+    /// Stages a JSON error answer `{"error":..,"message":..}`.
+    fn error_response(&mut self, status: u16, message: &str, cors: Option<&str>, keep_alive: bool) {
+        let mut body = Vec::with_capacity(64 + message.len());
+        body.extend_from_slice(b"{\"error\":");
+        ringcast_protocol::poll::write_json_string(&mut body, http::reason_phrase(status));
+        body.extend_from_slice(b",\"message\":");
+        ringcast_protocol::poll::write_json_string(&mut body, message);
+        body.push(b'}');
+        write_json_response(&mut self.wbuf, status, &body, cors, keep_alive);
+        self.mark(true);
+    }
+
+    /// Answers one request; returns whether to keep reading requests.
+    fn route(&mut self, key: usize, req: &http::Request<'_, '_>, body: &[u8]) -> Next {
         let conn = &mut self.conns[key];
         if conn.has(REJECT) {
             add(&self.stats.connections_rejected, 1);
@@ -330,72 +451,343 @@ impl Core {
             conn.flags |= CLOSE_ON_FLUSH;
             return Next::Stop;
         }
-        let path = req.path();
-        match path {
-            "/echo" | "/ws" => match validate_upgrade(req) {
-                Ok(up) => {
-                    write_switching_protocols(&mut self.wbuf, up.key(), None);
-                    self.marks.push((self.wbuf.len(), true));
-                    conn.state = State::Ws;
-                    conn.route = Route::Echo;
-                    add(&self.stats.handshakes, 1);
-                    Next::Stop
+        let keep_alive = req.keep_alive();
+        let method = req.method();
+        let cors = self.cors_origin(req);
+        if method == "OPTIONS" && req.header("access-control-request-method").is_some() {
+            add(&self.stats.http_requests, 1);
+            match &cors {
+                Some(origin) => {
+                    write_response(
+                        &mut self.wbuf,
+                        204,
+                        &[
+                            ("access-control-allow-origin", origin.as_bytes()),
+                            ("access-control-allow-methods", b"GET, POST, OPTIONS"),
+                            (
+                                "access-control-allow-headers",
+                                b"Content-Type, Authorization, Last-Event-ID",
+                            ),
+                            ("access-control-max-age", b"600"),
+                            ("vary", b"Origin"),
+                        ],
+                        b"",
+                        keep_alive,
+                    );
+                    self.mark(true);
                 }
-                Err(e) => {
-                    add(&self.stats.handshake_failures, 1);
-                    write_handshake_error(&mut self.wbuf, e);
-                    self.marks.push((self.wbuf.len(), true));
-                    conn.flags |= CLOSE_ON_FLUSH;
-                    Next::Stop
-                }
-            },
-            _ => {
+                None => self.error_response(403, "origin not allowed", None, keep_alive),
+            }
+            return self.after_response(key, keep_alive);
+        }
+        let mut scratch = String::new();
+        match ringcast_protocol::pubsub::route_path(req.path(), &mut scratch) {
+            Some(Err(e)) => {
                 add(&self.stats.http_requests, 1);
-                let has_body = !matches!(req.content_length(), Ok(None) | Ok(Some(0)))
-                    || req.header("transfer-encoding").is_some();
-                let keep_alive = req.keep_alive() && !has_body;
-                let get = req.method() == "GET" || req.method() == "HEAD";
-                match (path, get) {
-                    ("/healthz", true) => {
-                        write_response(&mut self.wbuf, 200, &[("content-type", b"text/plain")], b"ok\n", keep_alive)
+                self.error_response(400, e.message(), cors.as_deref(), keep_alive);
+                self.after_response(key, keep_alive)
+            }
+            Some(Ok(PubSubRoute::Ws)) => self.upgrade(key, req, Route::PubSub),
+            Some(Ok(r)) => {
+                add(&self.stats.http_requests, 1);
+                let (topic, want_post) = match r {
+                    PubSubRoute::Publish(t) => (t, true),
+                    PubSubRoute::Sse(t) | PubSubRoute::Poll(t) | PubSubRoute::Messages(t) => {
+                        (t, false)
                     }
-                    ("/metrics", true) => {
-                        let mut body = Vec::with_capacity(8 * 1024);
-                        render_prometheus(&self.shared.stats, &mut body);
-                        write_response(
-                            &mut self.wbuf,
-                            200,
-                            &[("content-type", b"text/plain; version=0.0.4")],
-                            &body,
-                            keep_alive,
-                        );
-                    }
-                    ("/healthz" | "/metrics", false) => write_response(
+                    PubSubRoute::Ws => return Next::Stop,
+                };
+                let allowed = if want_post {
+                    method == "POST"
+                } else {
+                    method == "GET"
+                };
+                if !allowed {
+                    let allow: &[u8] = if want_post {
+                        b"POST, OPTIONS"
+                    } else {
+                        b"GET, OPTIONS"
+                    };
+                    write_response(
                         &mut self.wbuf,
                         405,
-                        &[("allow", b"GET"), ("content-type", b"text/plain")],
+                        &[("allow", allow), ("content-type", b"text/plain")],
                         b"method not allowed\n",
                         keep_alive,
-                    ),
-                    _ => write_response(
-                        &mut self.wbuf,
-                        404,
-                        &[("content-type", b"text/plain")],
-                        b"not found\n",
-                        keep_alive,
-                    ),
+                    );
+                    self.mark(true);
+                    return self.after_response(key, keep_alive);
                 }
-                self.marks.push((self.wbuf.len(), true));
-                let conn = &mut self.conns[key];
-                if keep_alive {
-                    conn.deadline = self.now.wrapping_add(self.timers.handshake);
-                    Next::Continue
-                } else {
-                    conn.flags |= CLOSE_ON_FLUSH;
-                    Next::Stop
+                match r {
+                    PubSubRoute::Sse(_) => self.start_sse(key, req, topic, cors.as_deref()),
+                    PubSubRoute::Poll(_) => self.start_poll(key, req, topic, cors, true),
+                    PubSubRoute::Messages(_) => self.start_poll(key, req, topic, cors, false),
+                    _ => self.start_publish(key, req, topic, body, cors),
                 }
             }
+            None => match req.path() {
+                "/echo" => self.upgrade(key, req, Route::Echo),
+                path => {
+                    add(&self.stats.http_requests, 1);
+                    let get = method == "GET" || method == "HEAD";
+                    match (path, get) {
+                        ("/healthz", true) => write_response(
+                            &mut self.wbuf,
+                            200,
+                            &[("content-type", b"text/plain")],
+                            b"ok\n",
+                            keep_alive,
+                        ),
+                        ("/metrics", true) => {
+                            let mut body = Vec::with_capacity(8 * 1024);
+                            render_prometheus(&self.shared.stats, &mut body);
+                            write_response(
+                                &mut self.wbuf,
+                                200,
+                                &[("content-type", b"text/plain; version=0.0.4")],
+                                &body,
+                                keep_alive,
+                            );
+                        }
+                        ("/healthz" | "/metrics", false) => write_response(
+                            &mut self.wbuf,
+                            405,
+                            &[("allow", b"GET"), ("content-type", b"text/plain")],
+                            b"method not allowed\n",
+                            keep_alive,
+                        ),
+                        _ => write_response(
+                            &mut self.wbuf,
+                            404,
+                            &[("content-type", b"text/plain")],
+                            b"not found\n",
+                            keep_alive,
+                        ),
+                    }
+                    self.mark(true);
+                    self.after_response(key, keep_alive)
+                }
+            },
         }
+    }
+
+    /// After a complete answer: keep reading requests, or close once it is written.
+    fn after_response(&mut self, key: usize, keep_alive: bool) -> Next {
+        let conn = &mut self.conns[key];
+        if keep_alive {
+            conn.deadline = self.now.wrapping_add(self.timers.handshake);
+            Next::Continue
+        } else {
+            conn.flags |= CLOSE_ON_FLUSH;
+            Next::Stop
+        }
+    }
+
+    /// The WebSocket upgrade for `route`.
+    fn upgrade(&mut self, key: usize, req: &http::Request<'_, '_>, route: Route) -> Next {
+        let conn = &mut self.conns[key];
+        match validate_upgrade(req) {
+            Ok(up) => {
+                write_switching_protocols(&mut self.wbuf, up.key(), None);
+                self.marks.push((self.wbuf.len(), true));
+                conn.state = State::Ws;
+                conn.route = route;
+                conn.last_heard = self.now;
+                add(&self.stats.handshakes, 1);
+                Next::Stop
+            }
+            Err(e) => {
+                add(&self.stats.handshake_failures, 1);
+                write_handshake_error(&mut self.wbuf, e);
+                self.marks.push((self.wbuf.len(), true));
+                conn.flags |= CLOSE_ON_FLUSH;
+                Next::Stop
+            }
+        }
+    }
+
+    /// `GET /sse/{topic}`: the stream head, a retry hint, then replay and live messages as events.
+    fn start_sse(
+        &mut self,
+        key: usize,
+        req: &http::Request<'_, '_>,
+        topic: &str,
+        cors: Option<&str>,
+    ) -> Next {
+        let since = match (req.header("last-event-id"), req.query_param("since")) {
+            (Some(h), _) => match ringcast_protocol::sse::parse_last_event_id(h) {
+                Ok(v) => v,
+                Err(_) => {
+                    self.error_response(
+                        400,
+                        "Last-Event-ID must be a message sequence number",
+                        cors,
+                        false,
+                    );
+                    self.conns[key].flags |= CLOSE_ON_FLUSH;
+                    return Next::Stop;
+                }
+            },
+            (None, Some(q)) => match q.parse::<u64>() {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    self.error_response(
+                        400,
+                        "since must be a message sequence number",
+                        cors,
+                        false,
+                    );
+                    self.conns[key].flags |= CLOSE_ON_FLUSH;
+                    return Next::Stop;
+                }
+            },
+            (None, None) => None,
+        };
+        let mut extra: Vec<(&str, &[u8])> = Vec::new();
+        if let Some(o) = cors {
+            extra.push(("access-control-allow-origin", o.as_bytes()));
+            extra.push(("vary", b"Origin"));
+        }
+        if ringcast_protocol::sse::write_stream_head(&mut self.wbuf, &extra).is_err() {
+            self.error_response(500, "could not write the stream head", None, false);
+            self.conns[key].flags |= CLOSE_ON_FLUSH;
+            return Next::Stop;
+        }
+        let retry = self.shared.config.sse_retry.as_millis();
+        let _ = std::io::Write::write_fmt(&mut self.wbuf, format_args!("retry: {retry}\n\n"));
+        self.mark(true);
+        let conn = &mut self.conns[key];
+        conn.state = State::Sse;
+        conn.last_heard = self.now;
+        self.subscribe(key, topic, since, None);
+        Next::Stop
+    }
+
+    /// `GET /poll/{topic}` (long, `wait`) and `GET /messages/{topic}` (short): ask the owner, answer later.
+    fn start_poll(
+        &mut self,
+        key: usize,
+        req: &http::Request<'_, '_>,
+        topic: &str,
+        cors: Option<Box<str>>,
+        wait: bool,
+    ) -> Next {
+        let keep_alive = req.keep_alive();
+        let c = &self.shared.config;
+        let parse = |name: &str| req.query_param(name).map(|v| v.parse::<u64>());
+        let since = match parse("since") {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                self.error_response(
+                    400,
+                    "since must be a message sequence number",
+                    cors.as_deref(),
+                    keep_alive,
+                );
+                return self.after_response(key, keep_alive);
+            }
+        };
+        let limit = match parse("limit") {
+            None => c.poll_limit,
+            Some(Ok(v)) if v >= 1 => (v as usize).min(c.poll_limit_max),
+            Some(_) => {
+                self.error_response(
+                    400,
+                    "limit must be a positive integer",
+                    cors.as_deref(),
+                    keep_alive,
+                );
+                return self.after_response(key, keep_alive);
+            }
+        };
+        let timeout = match parse("timeout") {
+            None => c.poll_timeout,
+            Some(Ok(v)) => Duration::from_secs(v).min(c.poll_timeout_max),
+            Some(Err(_)) => {
+                self.error_response(
+                    400,
+                    "timeout must be a number of seconds",
+                    cors.as_deref(),
+                    keep_alive,
+                );
+                return self.after_response(key, keep_alive);
+            }
+        };
+        let topic: Arc<str> = Arc::from(topic);
+        let token = self.token(key, None);
+        let conn = &mut self.conns[key];
+        conn.state = State::Waiting;
+        // The owner answers at the deadline; this one is the safety net should it not.
+        conn.deadline = self.now.wrapping_add(ticks(timeout) + self.timers.close);
+        conn.ext.get_or_insert_with(Box::default).waiting = Some(Waiting::Poll {
+            topic: topic.clone(),
+            since,
+            cors,
+            keep_alive,
+        });
+        let wait_until = wait.then(|| Instant::now() + timeout);
+        let owner = self.owner_of(&topic);
+        self.send(
+            owner,
+            CoreMsg::Fetch {
+                topic,
+                token,
+                since,
+                limit,
+                wait_until,
+            },
+        );
+        Next::Wait
+    }
+
+    /// `POST /publish/{topic}`: validate the body, have the owner number it, answer with its seq.
+    fn start_publish(
+        &mut self,
+        key: usize,
+        req: &http::Request<'_, '_>,
+        topic: &str,
+        body: &[u8],
+        cors: Option<Box<str>>,
+    ) -> Next {
+        let keep_alive = req.keep_alive();
+        let mut scratch = Vec::new();
+        let data = match ringcast_protocol::pubsub::publish_data(
+            req.header("content-type"),
+            body,
+            &mut scratch,
+        ) {
+            Ok(d) => Bytes::copy_from_slice(d),
+            Err(e) => {
+                let msg = match e {
+                    ringcast_protocol::pubsub::PublishError::InvalidJson => {
+                        "the body is not one JSON value"
+                    }
+                    _ => "the body is not UTF-8 text",
+                };
+                self.error_response(400, msg, cors.as_deref(), keep_alive);
+                return self.after_response(key, keep_alive);
+            }
+        };
+        let topic: Arc<str> = Arc::from(topic);
+        let token = self.token(key, None);
+        let conn = &mut self.conns[key];
+        conn.state = State::Waiting;
+        conn.deadline = self
+            .now
+            .wrapping_add(self.timers.close.max(self.timers.handshake));
+        conn.ext.get_or_insert_with(Box::default).waiting =
+            Some(Waiting::Publish { cors, keep_alive });
+        let owner = self.owner_of(&topic);
+        self.send(
+            owner,
+            CoreMsg::Publish {
+                topic,
+                data,
+                ack: Some(token),
+            },
+        );
+        Next::Wait
     }
 
     /// Records the end of a staged frame.
@@ -417,15 +809,32 @@ impl Core {
 
     /// Decodes and answers WebSocket bytes.
     fn on_ws(&mut self, key: usize, data: &mut [u8]) {
+        // The decoder is taken out for the loop so that decoded messages (which may borrow its buffer) can be
+        // handed to methods of the core; it goes back before returning.
+        let placeholder = Decoder::new(self.decoder_config);
+        let mut decoder = std::mem::replace(&mut self.conns[key].decoder, placeholder);
+        let route = self.conns[key].route;
         let mut pos = 0;
         while pos < data.len() || pos == 0 {
-            let conn = &mut self.conns[key];
-            match conn.decoder.decode(&mut data[pos..]) {
+            match decoder.decode(&mut data[pos..]) {
                 Ok((_, None)) => break,
                 Ok((n, Some(msg))) => {
                     pos += n;
                     add(&self.stats.frames_in, 1);
                     match msg {
+                        Message::Text(t) if route == Route::PubSub => self.on_pubsub_text(key, t),
+                        Message::Binary(_) if route == Route::PubSub => {
+                            let mut reply = Vec::new();
+                            ringcast_protocol::pubsub::write_error(
+                                &mut reply,
+                                None,
+                                "binary_unsupported",
+                                "the pub/sub protocol uses JSON text frames",
+                            );
+                            encode_server_frame(&mut self.wbuf, true, OpCode::Text, &reply);
+                            self.marks.push((self.wbuf.len(), false));
+                            add(&self.stats.frames_out, 1);
+                        }
                         Message::Text(t) => {
                             encode_server_frame(&mut self.wbuf, true, OpCode::Text, t.as_bytes());
                             self.marks.push((self.wbuf.len(), false));
@@ -449,14 +858,19 @@ impl Core {
                                 Some(f) => encode_close_payload(f.code, "", &mut payload),
                                 None => 0,
                             };
-                            encode_server_frame(&mut self.wbuf, true, OpCode::Close, &payload[..len]);
+                            encode_server_frame(
+                                &mut self.wbuf,
+                                true,
+                                OpCode::Close,
+                                &payload[..len],
+                            );
                             self.marks.push((self.wbuf.len(), true));
                             add(&self.stats.frames_out, 1);
                             let conn = &mut self.conns[key];
                             conn.state = State::Closing;
                             conn.flags |= CLOSE_ON_FLUSH;
                             conn.deadline = self.now.wrapping_add(self.timers.close);
-                            return;
+                            break;
                         }
                     }
                 }
@@ -468,9 +882,12 @@ impl Core {
                     conn.state = State::Closing;
                     conn.flags |= ERRORED;
                     conn.deadline = self.now.wrapping_add(self.timers.close);
-                    return;
+                    break;
                 }
             }
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.decoder = decoder;
         }
     }
 
@@ -558,8 +975,13 @@ impl Core {
         // A frame the kernel took only part of is queued whole, with `head_written` recording the part already
         // sent, so that the slow-consumer policy sees it as partly written and never drops or cuts it mid-frame.
         // (Bytes are written directly only when the queue is empty, so `partial > 0` implies a fresh queue.)
-        let frame_start =
-            self.marks.iter().map(|&(end, _)| end).take_while(|&end| end <= written).last().unwrap_or(0);
+        let frame_start = self
+            .marks
+            .iter()
+            .map(|&(end, _)| end)
+            .take_while(|&end| end <= written)
+            .last()
+            .unwrap_or(0);
         let partial = written - frame_start;
         let tail = Bytes::copy_from_slice(&self.wbuf[frame_start..]);
         let conn = &mut self.conns[key];
@@ -576,19 +998,107 @@ impl Core {
             }
             let piece = rest.split_to(end - start);
             out.bytes += piece.len();
-            out.frames.push_back(OutFrame { bytes: piece, control });
+            out.frames.push_back(OutFrame {
+                bytes: piece,
+                control,
+                topic: 0,
+            });
             start = end;
         }
         if !rest.is_empty() {
             out.bytes += rest.len();
-            out.frames.push_back(OutFrame { bytes: rest, control: true });
+            out.frames.push_back(OutFrame {
+                bytes: rest,
+                control: true,
+                topic: 0,
+            });
         }
         // `bytes` counts what is still unwritten.
         out.bytes -= partial;
         self.enforce_high_water(key);
     }
 
-    /// Applies the slow-consumer policy when the queue is over the high-water mark.
+    /// Writes a group of shared frames staged for one connection with as few writev calls as the kernel allows,
+    /// and queues what it refuses (as slices of the same `Bytes`, no copy).
+    fn write_shared(&mut self, key: usize, group: &mut [(u32, bool, u32, Bytes)]) {
+        let fd = self.conns[key].fd;
+        let mut idx = 0; // first frame not fully written
+        let mut partial = 0; // bytes of group[idx] already written
+        if self.conns[key].out.is_none() {
+            while idx < group.len() {
+                let mut iov = [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; MAX_IOVECS];
+                let mut cnt = 0;
+                for (i, (_, _, _, b)) in group[idx..].iter().take(MAX_IOVECS).enumerate() {
+                    let s = if i == 0 { &b[partial..] } else { &b[..] };
+                    iov[i] = libc::iovec {
+                        iov_base: s.as_ptr() as *mut libc::c_void,
+                        iov_len: s.len(),
+                    };
+                    cnt = i + 1;
+                }
+                // SAFETY: the first `cnt` iovecs point into `Bytes` owned by `group`, alive for the call.
+                let r = unsafe { libc::writev(fd, iov.as_ptr(), cnt as libc::c_int) };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if is_would_block(&e) {
+                        break;
+                    }
+                    self.close(key);
+                    return;
+                }
+                let mut n = r as usize;
+                add(&self.stats.bytes_out, n as u64);
+                while n > 0 && idx < group.len() {
+                    let left = group[idx].3.len() - partial;
+                    if n >= left {
+                        n -= left;
+                        idx += 1;
+                        partial = 0;
+                    } else {
+                        partial += n;
+                        n = 0;
+                    }
+                }
+                if idx < group.len() && (partial > 0 || cnt < MAX_IOVECS) {
+                    break; // the kernel took less than offered: the socket is full
+                }
+            }
+            add(&self.stats.frames_out, idx as u64);
+            if idx == group.len() {
+                self.drained(key);
+                return;
+            }
+        }
+        let conn = &mut self.conns[key];
+        let out = conn.out.get_or_insert_with(Box::default);
+        for (i, (_, control, slot, b)) in group[idx..].iter_mut().enumerate() {
+            let bytes = std::mem::take(b);
+            if i == 0 && partial > 0 {
+                out.head_written = partial;
+                out.bytes += bytes.len() - partial;
+            } else {
+                out.bytes += bytes.len();
+            }
+            out.frames.push_back(OutFrame {
+                bytes,
+                control: *control,
+                topic: *slot,
+            });
+        }
+        self.enforce_high_water(key);
+        if self.conns.contains(key) {
+            self.flush(key);
+        }
+    }
+
+    /// Applies the slow-consumer policy when the queue is over the high-water mark. Conflated topics go first: a
+    /// slow subscriber keeps only the newest queued message of each, and is never disconnected for them.
     fn enforce_high_water(&mut self, key: usize) {
         let high = self.shared.config.write_high_water;
         let conn = &mut self.conns[key];
@@ -596,6 +1106,39 @@ impl Core {
         let Some(out) = conn.out.as_mut() else { return };
         if out.bytes <= high {
             return;
+        }
+        if out.frames.iter().any(|f| f.topic != 0) {
+            let n = out.frames.len();
+            let mut keep = vec![true; n];
+            let mut seen: Vec<u32> = Vec::new();
+            for i in (0..n).rev() {
+                let f = &out.frames[i];
+                if f.topic == 0 || f.control || (i == 0 && out.head_written > 0) {
+                    continue;
+                }
+                if seen.contains(&f.topic) {
+                    keep[i] = false;
+                } else {
+                    seen.push(f.topic);
+                }
+            }
+            let mut i = 0;
+            let mut dropped = 0u64;
+            let mut bytes = out.bytes;
+            out.frames.retain(|f| {
+                let k = keep[i];
+                i += 1;
+                if !k {
+                    bytes -= f.bytes.len();
+                    dropped += 1;
+                }
+                k
+            });
+            out.bytes = bytes;
+            add(&self.stats.conflated, dropped);
+            if out.bytes <= high {
+                return;
+            }
         }
         match self.shared.config.slow_consumer {
             SlowConsumerPolicy::DropOldest => {
@@ -623,21 +1166,42 @@ impl Core {
                 // Keep a frame already partly written so the stream stays well-formed, then a close 1008.
                 if out.head_written > 0 {
                     out.frames.truncate(1);
-                    out.bytes = out.frames.front().map_or(0, |f| f.bytes.len() - out.head_written);
+                    out.bytes = out
+                        .frames
+                        .front()
+                        .map_or(0, |f| f.bytes.len() - out.head_written);
                 } else {
                     out.frames.clear();
                     out.bytes = 0;
                 }
+                add(&self.stats.slow_consumer_disconnects, 1);
+                if conn.state == State::Sse
+                    || conn.state == State::Waiting
+                    || conn.state == State::Http
+                {
+                    // No close frame on HTTP transports: the stream just ends.
+                    conn.state = State::Closing;
+                    conn.flags |= ERRORED | CLOSE_ON_FLUSH;
+                    conn.deadline = self.now.wrapping_add(self.timers.close);
+                    return;
+                }
                 let mut payload = [0u8; 125];
-                let n = encode_close_payload(CloseCode::POLICY_VIOLATION, "slow consumer", &mut payload);
+                let n = encode_close_payload(
+                    CloseCode::POLICY_VIOLATION,
+                    "slow consumer",
+                    &mut payload,
+                );
                 let mut frame = Vec::with_capacity(n + 2);
                 encode_server_frame(&mut frame, true, OpCode::Close, &payload[..n]);
                 out.bytes += frame.len();
-                out.frames.push_back(OutFrame { bytes: Bytes::from(frame), control: true });
+                out.frames.push_back(OutFrame {
+                    bytes: Bytes::from(frame),
+                    control: true,
+                    topic: 0,
+                });
                 conn.state = State::Closing;
                 conn.flags |= ERRORED | CLOSE_ON_FLUSH;
                 conn.deadline = self.now.wrapping_add(self.timers.close);
-                add(&self.stats.slow_consumer_disconnects, 1);
                 self.stats.protocol_error(CloseCode::POLICY_VIOLATION.0);
             }
         }
@@ -650,12 +1214,18 @@ impl Core {
             return;
         };
         loop {
-            let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOVECS];
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOVECS];
             let mut cnt = 0;
             for (i, f) in out.frames.iter().take(MAX_IOVECS).enumerate() {
                 let skip = if i == 0 { out.head_written } else { 0 };
                 let s = &f.bytes[skip.min(f.bytes.len())..];
-                iov[i] = libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() };
+                iov[i] = libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                };
                 cnt = i + 1;
             }
             if cnt == 0 {
@@ -678,7 +1248,9 @@ impl Core {
             add(&self.stats.bytes_out, n as u64);
             out.bytes -= n.min(out.bytes);
             while n > 0 {
-                let Some(front) = out.frames.front() else { break };
+                let Some(front) = out.frames.front() else {
+                    break;
+                };
                 let left = front.bytes.len() - out.head_written;
                 if n >= left {
                     n -= left;
@@ -710,6 +1282,7 @@ impl Core {
         if let Some(conn) = self.conns.try_remove(key) {
             close_fd(conn.fd);
             sub(&self.stats.connections_open, 1);
+            self.forget_subscriptions(key, conn.serial, conn.ext);
         }
     }
 
@@ -717,21 +1290,22 @@ impl Core {
     pub(crate) fn sweep(&mut self) {
         self.update_clock();
         let now = self.now;
-        if let Some(deadline) = self.drain_deadline {
-            if tick_reached(now, deadline) {
-                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                for k in keys {
-                    self.close(k);
-                }
-                self.check_finished();
-                return;
+        if let Some(deadline) = self.drain_deadline
+            && tick_reached(now, deadline)
+        {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for k in keys {
+                self.close(k);
             }
+            self.check_finished();
+            return;
         }
         let mut keys = std::mem::take(&mut self.sweep_keys);
         keys.clear();
         for (k, c) in self.conns.iter() {
             let due = match c.state {
-                State::Http | State::Closing => tick_reached(now, c.deadline),
+                State::Http | State::Closing | State::Waiting => tick_reached(now, c.deadline),
+                State::Sse => now.wrapping_sub(c.last_heard) >= self.timers.sse_keepalive,
                 State::Ws => {
                     let silent = now.wrapping_sub(c.last_heard);
                     silent >= self.timers.idle || (silent >= self.timers.ping && !c.has(PING_OUT))
@@ -749,6 +1323,38 @@ impl Core {
                     self.close(k);
                 }
                 State::Closing => self.close(k),
+                State::Sse => {
+                    c.last_heard = now;
+                    self.stage_shared(k, Bytes::from_static(b": keep-alive\n\n"), true, 0);
+                }
+                State::Waiting => {
+                    // The owner core did not answer in time (it normally answers a long poll at its deadline).
+                    let waiting = c.ext.as_mut().and_then(|e| e.waiting.take());
+                    let (status, body, cors, keep_alive): (u16, Vec<u8>, _, bool) = match waiting {
+                        Some(Waiting::Poll {
+                            topic,
+                            since,
+                            cors,
+                            keep_alive,
+                        }) => {
+                            let mut body = Vec::new();
+                            ringcast_protocol::poll::write_topic_poll_body(
+                                &mut body,
+                                &topic,
+                                std::iter::empty(),
+                                since.unwrap_or(0),
+                                false,
+                            );
+                            (200, body, cors, keep_alive)
+                        }
+                        Some(Waiting::Publish { cors, keep_alive }) => {
+                            let body = br#"{"error":"Service Unavailable","message":"the topic's core did not answer in time"}"#;
+                            (503, body.to_vec(), cors, keep_alive)
+                        }
+                        None => (503, b"{}".to_vec(), None, false),
+                    };
+                    self.finish_waiting(k, status, &body, cors.as_deref(), keep_alive);
+                }
                 State::Ws => {
                     if now.wrapping_sub(c.last_heard) >= self.timers.idle {
                         add(&self.stats.idle_timeouts, 1);
@@ -765,6 +1371,8 @@ impl Core {
             }
         }
         self.sweep_keys = keys;
+        self.owner_sweep(Instant::now());
+        self.end_turn();
         self.check_finished();
     }
 
@@ -790,7 +1398,7 @@ impl Core {
         for k in keys {
             let c = &mut self.conns[k];
             match c.state {
-                State::Http => {
+                State::Http | State::Sse | State::Waiting => {
                     if c.out.is_none() {
                         self.close(k);
                     } else {
@@ -799,7 +1407,9 @@ impl Core {
                 }
                 State::Ws => {
                     c.state = State::Closing;
-                    c.deadline = self.now.wrapping_add(self.timers.close.min(self.timers.drain));
+                    c.deadline = self
+                        .now
+                        .wrapping_add(self.timers.close.min(self.timers.drain));
                     self.stage_close(CloseCode::GOING_AWAY, "server shutting down");
                     self.finish_output(k);
                 }
@@ -820,6 +1430,25 @@ impl Core {
     pub(crate) fn finished(&self) -> bool {
         self.finished
     }
+}
+
+/// A JSON answer with `Cache-Control: no-store` and, when `cors` is set, the CORS headers for that origin.
+pub(crate) fn write_json_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &[u8],
+    cors: Option<&str>,
+    keep_alive: bool,
+) {
+    let mut headers: Vec<(&str, &[u8])> = vec![
+        ("content-type", b"application/json"),
+        ("cache-control", b"no-store"),
+    ];
+    if let Some(o) = cors {
+        headers.push(("access-control-allow-origin", o.as_bytes()));
+        headers.push(("vary", b"Origin"));
+    }
+    write_response(out, status, &headers, body, keep_alive);
 }
 
 fn tick_reached(now: Tick, deadline: Tick) -> bool {

@@ -20,20 +20,29 @@
 //! - Every queue is bounded: the output queue by the high-water mark and its policy, request heads by the head
 //!   limits, messages by the message-size limit.
 //!
+//! ## Topics
+//! Every topic has one owner core (by a stable hash of its name) that numbers its messages and keeps its history;
+//! cores exchange messages only through bounded lock-free channels with an eventfd wake-up (see `bus`). Outside
+//! threads publish through a [`Publisher`].
+//!
 //! ## Non-goals (for now)
-//! Topics and fan-out, SSE and polling transports, TLS (terminate in front), permessage-deflate.
+//! TLS (terminate in front), permessage-deflate, multi-node (the Redis bridge has its own issue).
 //!
 //! [`Waker`]: poller
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod bus;
 pub mod config;
 mod conn;
 mod core;
 mod error;
+mod history;
 mod poller;
+mod publisher;
 pub mod server;
 pub mod stats;
 
-pub use config::{Config, CoreSet, Driver, SlowConsumerPolicy};
+pub use config::{Config, CoreSet, Driver, HistoryLimits, SlowConsumerPolicy};
 pub use error::EngineError;
+pub use publisher::{PublishError, Publisher};
 pub use server::{ActiveDriver, ServerHandle, ShutdownTrigger, start};

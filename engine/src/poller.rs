@@ -20,7 +20,11 @@ pub(crate) struct Epoll {
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 impl Epoll {
@@ -28,7 +32,9 @@ impl Epoll {
         // SAFETY: epoll_create1 takes no pointers; a non-negative result is a fresh descriptor we now own.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
-        Ok(Epoll { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Epoll {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
@@ -78,7 +84,9 @@ impl Waker {
         // SAFETY: eventfd takes no pointers; a non-negative result is a fresh descriptor we now own.
         let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
         // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-        Ok(Waker { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     /// Wakes the core that owns this waker. Callable from any thread.
@@ -119,6 +127,10 @@ mod tests {
         w.clear();
         assert_eq!(ep.poll_now(&mut evs).unwrap(), 0);
         ep.modify(w.raw_fd(), READ_WRITE, 9).unwrap();
-        assert_eq!(ep.poll_now(&mut evs).unwrap(), 1, "an eventfd is always writable");
+        assert_eq!(
+            ep.poll_now(&mut evs).unwrap(),
+            1,
+            "an eventfd is always writable"
+        );
     }
 }

@@ -8,10 +8,12 @@ use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::bus::Mesh;
 use crate::config::{Config, CoreSet, Driver};
 use crate::core::{Core, Shared, run};
 use crate::error::EngineError;
 use crate::poller::Waker;
+use crate::publisher::Publisher;
 use crate::stats::CoreStats;
 
 /// The driver a running server ended up using.
@@ -31,6 +33,7 @@ pub struct ServerHandle {
     wakers: Vec<Arc<Waker>>,
     threads: Vec<JoinHandle<Result<(), EngineError>>>,
     driver: ActiveDriver,
+    publisher: Publisher,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -64,7 +67,10 @@ impl std::fmt::Debug for Shared {
 impl ShutdownTrigger {
     /// Starts a graceful shutdown: stop accepting, close every connection with 1001, drain, exit.
     pub fn shutdown(&self) {
-        self.shared_flag.shared.shutdown.store(true, Ordering::Release);
+        self.shared_flag
+            .shared
+            .shutdown
+            .store(true, Ordering::Release);
         for w in &self.shared_flag.wakers {
             w.wake();
         }
@@ -92,10 +98,18 @@ impl ServerHandle {
         &self.shared.stats
     }
 
+    /// A handle that publishes into this server from any thread.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
     /// A handle that can start the graceful shutdown from another thread.
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
         ShutdownTrigger {
-            shared_flag: Arc::new(SharedFlag { wakers: self.wakers.clone(), shared: self.shared.clone() }),
+            shared_flag: Arc::new(SharedFlag {
+                wakers: self.wakers.clone(),
+                shared: self.shared.clone(),
+            }),
         }
     }
 
@@ -130,7 +144,9 @@ fn bind_listener(addr: SocketAddr, backlog: i32) -> std::io::Result<StdListener>
 
 fn core_ids(set: &CoreSet) -> Result<Vec<Option<core_affinity::CoreId>>, EngineError> {
     let online = core_affinity::get_core_ids().unwrap_or_default();
-    let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let available = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     Ok(match set {
         CoreSet::All => {
             if online.is_empty() {
@@ -161,7 +177,10 @@ fn core_ids(set: &CoreSet) -> Result<Vec<Option<core_affinity::CoreId>>, EngineE
 }
 
 fn uring_available() -> std::io::Result<()> {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(8).build().map(|_| ())
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(8)
+        .build()
+        .map(|_| ())
 }
 
 /// Starts the reactors and returns once every core listens.
@@ -183,37 +202,57 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
         },
     };
     // Bind every listener up front so errors surface here and port 0 resolves to one port shared by all cores.
-    let first = bind_listener(config.listen, config.backlog)
-        .map_err(|source| EngineError::Bind { addr: config.listen, source })?;
-    let local_addr = first.local_addr().map_err(|source| EngineError::Bind { addr: config.listen, source })?;
+    let first =
+        bind_listener(config.listen, config.backlog).map_err(|source| EngineError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = first.local_addr().map_err(|source| EngineError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let mut listeners = vec![first];
     for _ in 1..cores.len() {
-        listeners.push(
-            bind_listener(local_addr, config.backlog)
-                .map_err(|source| EngineError::Bind { addr: local_addr, source })?,
-        );
+        listeners.push(bind_listener(local_addr, config.backlog).map_err(|source| {
+            EngineError::Bind {
+                addr: local_addr,
+                source,
+            }
+        })?);
     }
-    let stats: Arc<[Arc<CoreStats>]> = (0..cores.len()).map(|_| Arc::new(CoreStats::default())).collect();
-    let shared = Arc::new(Shared { config, stats, shutdown: AtomicBool::new(false) });
+    let stats: Arc<[Arc<CoreStats>]> = (0..cores.len())
+        .map(|_| Arc::new(CoreStats::default()))
+        .collect();
+    let shared = Arc::new(Shared {
+        config,
+        stats,
+        shutdown: AtomicBool::new(false),
+    });
     let mut wakers = Vec::with_capacity(cores.len());
     for i in 0..cores.len() {
-        wakers.push(Arc::new(Waker::new().map_err(|source| EngineError::Core { core: i, source })?));
+        wakers.push(Arc::new(
+            Waker::new().map_err(|source| EngineError::Core { core: i, source })?,
+        ));
     }
+    let (mesh, inboxes) = Mesh::new(wakers.clone(), shared.config.bus_capacity);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
     let mut threads = Vec::with_capacity(cores.len());
-    for (i, (core_id, listener)) in cores.into_iter().zip(listeners).enumerate() {
+    for (i, ((core_id, listener), inbox)) in
+        cores.into_iter().zip(listeners).zip(inboxes).enumerate()
+    {
         let shared = shared.clone();
+        let mesh = mesh.clone();
         let waker = wakers[i].clone();
         let ready = ready_tx.clone();
         let t = std::thread::Builder::new()
             .name(format!("ringcast-core-{i}"))
             .spawn(move || {
-                if let (Some(id), true) = (core_id, shared.config.pin_threads) {
-                    if !core_affinity::set_for_current(id) {
-                        tracing::warn!(core = i, cpu = id.id, "could not pin reactor thread");
-                    }
+                if let (Some(id), true) = (core_id, shared.config.pin_threads)
+                    && !core_affinity::set_for_current(id)
+                {
+                    tracing::warn!(core = i, cpu = id.id, "could not pin reactor thread");
                 }
-                let core = match Core::new(shared, i, waker) {
+                let core = match Core::new(shared, i, waker, mesh, inbox) {
                     Ok(c) => c,
                     Err(source) => {
                         let _ = ready.send(Err(EngineError::Core { core: i, source }));
@@ -238,7 +277,10 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
                         }
                     }
                     ActiveDriver::Epoll => {
-                        match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+                        match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                            .enable_timer()
+                            .build()
+                        {
                             Ok(mut rt) => {
                                 let _ = ready.send(Ok(()));
                                 rt.block_on(run(core, listener))
@@ -259,7 +301,15 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
         threads.push(t);
     }
     drop(ready_tx);
-    let handle = ServerHandle { local_addr, shared, wakers, threads, driver };
+    let publisher = Publisher::new(mesh, shared.config.max_message_size);
+    let handle = ServerHandle {
+        local_addr,
+        shared,
+        wakers,
+        threads,
+        driver,
+        publisher,
+    };
     for _ in 0..handle.threads.len() {
         match ready_rx.recv() {
             Ok(Ok(())) => {}

@@ -30,6 +30,11 @@ pub struct CoreStats {
     pub(crate) slow_consumer_drops: AtomicU64,
     pub(crate) idle_timeouts: AtomicU64,
     pub(crate) pings_sent: AtomicU64,
+    pub(crate) messages_published: AtomicU64,
+    pub(crate) deliveries: AtomicU64,
+    pub(crate) conflated: AtomicU64,
+    pub(crate) bus_dropped: AtomicU64,
+    pub(crate) bus_gaps: AtomicU64,
 }
 
 /// Adds `n` to a single-writer counter.
@@ -68,6 +73,21 @@ impl CoreStats {
         self.slow_consumer_disconnects.load(Relaxed)
     }
 
+    /// Messages this core numbered as the owner of their topic.
+    pub fn messages_published(&self) -> u64 {
+        self.messages_published.load(Relaxed)
+    }
+
+    /// Messages handed to subscribers on this core.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Relaxed)
+    }
+
+    /// Queued messages replaced by newer ones on conflated topics.
+    pub fn conflated(&self) -> u64 {
+        self.conflated.load(Relaxed)
+    }
+
     /// Data messages dropped by the drop-oldest slow-consumer policy on this core since start.
     pub fn slow_consumer_drops(&self) -> u64 {
         self.slow_consumer_drops.load(Relaxed)
@@ -78,20 +98,31 @@ impl CoreStats {
 pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>) {
     use std::io::Write;
     type Getter = fn(&CoreStats) -> &AtomicU64;
-    let families: [(&str, &str, &str, Getter); 16] = [
-        ("ringcast_connections_open", "gauge", "Connections open.", |s| &s.connections_open),
-        ("ringcast_connections_accepted_total", "counter", "Connections accepted.", |s| {
-            &s.connections_accepted
-        }),
+    let families: [(&str, &str, &str, Getter); 21] = [
+        (
+            "ringcast_connections_open",
+            "gauge",
+            "Connections open.",
+            |s| &s.connections_open,
+        ),
+        (
+            "ringcast_connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            |s| &s.connections_accepted,
+        ),
         (
             "ringcast_connections_rejected_total",
             "counter",
             "Connections refused with 503 because the core was full.",
             |s| &s.connections_rejected,
         ),
-        ("ringcast_ws_handshakes_total", "counter", "Completed WebSocket handshakes.", |s| {
-            &s.handshakes
-        }),
+        (
+            "ringcast_ws_handshakes_total",
+            "counter",
+            "Completed WebSocket handshakes.",
+            |s| &s.handshakes,
+        ),
         (
             "ringcast_ws_handshake_failures_total",
             "counter",
@@ -104,13 +135,36 @@ pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>)
             "Connections closed for not completing a request head in time.",
             |s| &s.handshake_timeouts,
         ),
-        ("ringcast_http_requests_total", "counter", "Plain HTTP requests answered.", |s| {
-            &s.http_requests
-        }),
-        ("ringcast_ws_frames_in_total", "counter", "WebSocket frames received.", |s| &s.frames_in),
-        ("ringcast_ws_frames_out_total", "counter", "WebSocket frames sent.", |s| &s.frames_out),
-        ("ringcast_bytes_in_total", "counter", "Bytes read from sockets.", |s| &s.bytes_in),
-        ("ringcast_bytes_out_total", "counter", "Bytes written to sockets.", |s| &s.bytes_out),
+        (
+            "ringcast_http_requests_total",
+            "counter",
+            "Plain HTTP requests answered.",
+            |s| &s.http_requests,
+        ),
+        (
+            "ringcast_ws_frames_in_total",
+            "counter",
+            "WebSocket frames received.",
+            |s| &s.frames_in,
+        ),
+        (
+            "ringcast_ws_frames_out_total",
+            "counter",
+            "WebSocket frames sent.",
+            |s| &s.frames_out,
+        ),
+        (
+            "ringcast_bytes_in_total",
+            "counter",
+            "Bytes read from sockets.",
+            |s| &s.bytes_in,
+        ),
+        (
+            "ringcast_bytes_out_total",
+            "counter",
+            "Bytes written to sockets.",
+            |s| &s.bytes_out,
+        ),
         (
             "ringcast_slow_consumer_disconnects_total",
             "counter",
@@ -129,7 +183,42 @@ pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>)
             "WebSocket connections closed for silence.",
             |s| &s.idle_timeouts,
         ),
-        ("ringcast_ws_pings_sent_total", "counter", "Heartbeat pings sent.", |s| &s.pings_sent),
+        (
+            "ringcast_ws_pings_sent_total",
+            "counter",
+            "Heartbeat pings sent.",
+            |s| &s.pings_sent,
+        ),
+        (
+            "ringcast_messages_published_total",
+            "counter",
+            "Messages numbered by this core (the owner of their topic).",
+            |s| &s.messages_published,
+        ),
+        (
+            "ringcast_deliveries_total",
+            "counter",
+            "Messages handed to local subscribers.",
+            |s| &s.deliveries,
+        ),
+        (
+            "ringcast_conflated_messages_total",
+            "counter",
+            "Queued messages replaced by a newer one on conflated topics.",
+            |s| &s.conflated,
+        ),
+        (
+            "ringcast_bus_dropped_total",
+            "counter",
+            "Cross-core messages dropped because a core's outbox to another core overflowed.",
+            |s| &s.bus_dropped,
+        ),
+        (
+            "ringcast_bus_gaps_total",
+            "counter",
+            "Sequence gaps seen by subscriber cores (their subscribers were sent a reset).",
+            |s| &s.bus_gaps,
+        ),
         (
             "ringcast_ws_protocol_errors_other_total",
             "counter",

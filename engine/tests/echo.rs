@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test]
 async fn echoes_text_and_binary_of_every_length_class() {
     let server = common::start(common::config());
-    let (mut ws, _) = tokio_tungstenite::connect_async(common::ws_url(&server, "/ws"))
+    let (mut ws, _) = tokio_tungstenite::connect_async(common::ws_url(&server, "/echo"))
         .await
         .unwrap();
     // Empty, 7-bit, 16-bit and 64-bit length encodings, around each boundary.

@@ -1,0 +1,833 @@
+//! Topics on a core: the topics it owns (sequence numbers, history, which cores to deliver to, waiting long polls)
+//! and its local subscribers (WebSocket and SSE connections), plus the handling of every cross-core message.
+//!
+//! Ownership: a topic belongs to core `topic_hash(name) % cores`. The owner alone numbers its messages, so all
+//! subscribers on all cores see one order. A core with local subscribers of a topic asks the owner once
+//! (`Subscribe`); the owner answers with the history the subscriber missed (`Replay`) and from then on sends every
+//! message once to that core (`Deliver`). Channels between two cores are FIFO, so a replay is always followed by
+//! exactly the messages after it: no gap, no duplicate. The subscriber core encodes each message once per transport
+//! and hands the same `Bytes` to every local subscriber.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ringcast_protocol::poll::write_topic_poll_body;
+use ringcast_protocol::pubsub::{
+    ClientOp, RequestId, write_ack, write_error, write_msg, write_publish_ok, write_reset,
+    write_sse_msg, write_sse_reset,
+};
+use ringcast_protocol::topic::topic_hash;
+use ringcast_protocol::ws::{OpCode, server_frame_bytes};
+
+use super::Core;
+use crate::bus::{CoreMsg, Token};
+use crate::config::topic_matches;
+use crate::conn::{DIRTY, State};
+use crate::history::History;
+use crate::stats::add;
+
+/// Most bus messages handled in one turn before the loop lets sockets run (the rest wait for the next turn).
+const MAX_MSGS_PER_TURN: usize = 65_536;
+
+/// A topic this core owns.
+pub(crate) struct OwnedTopic {
+    last_seq: u64,
+    history: History,
+    /// Cores with at least one subscriber.
+    cores: Vec<bool>,
+    /// Long polls waiting for the next message.
+    waiters: Vec<Waiter>,
+}
+
+struct Waiter {
+    token: Token,
+    limit: usize,
+    until: Instant,
+}
+
+/// One local subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sub {
+    key: u32,
+    serial: u32,
+    sse: bool,
+}
+
+/// A topic with subscribers on this core.
+pub(crate) struct LocalTopic {
+    subs: Vec<Sub>,
+    /// Subscribe requests sent to the owner and not yet answered.
+    pending: u32,
+    /// The last seq delivered here (0: none yet).
+    last_seq: u64,
+    conflate: bool,
+    /// Tag of this topic's frames in output queues (for conflation).
+    slot: u32,
+}
+
+/// What a connection waits for when its HTTP request is answered by another core.
+pub(crate) enum Waiting {
+    /// A long or short poll.
+    Poll {
+        topic: Arc<str>,
+        since: Option<u64>,
+        cors: Option<Box<str>>,
+        keep_alive: bool,
+    },
+    /// An HTTP publish waiting for its sequence number.
+    Publish {
+        cors: Option<Box<str>>,
+        keep_alive: bool,
+    },
+}
+
+/// Rarely-needed connection state, boxed so idle echo connections do not pay for it.
+#[derive(Default)]
+pub(crate) struct ConnExt {
+    /// Topics this connection subscribes to (or asked to).
+    pub(crate) topics: Vec<Arc<str>>,
+    pub(crate) waiting: Option<Waiting>,
+}
+
+/// Per-core pub/sub state.
+pub(crate) struct Topics {
+    pub(crate) owned: HashMap<Arc<str>, OwnedTopic>,
+    pub(crate) local: HashMap<Arc<str>, LocalTopic>,
+    next_slot: u32,
+}
+
+impl Topics {
+    pub(crate) fn new() -> Self {
+        Topics {
+            owned: HashMap::new(),
+            local: HashMap::new(),
+            next_slot: 1,
+        }
+    }
+}
+
+fn ws_text(json: &[u8]) -> Bytes {
+    server_frame_bytes(OpCode::Text, json)
+}
+
+fn json_bytes(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut v = Vec::with_capacity(128);
+    f(&mut v);
+    v
+}
+
+impl Core {
+    /// The owner core of a topic.
+    pub(super) fn owner_of(&self, topic: &str) -> usize {
+        (topic_hash(topic) % self.mesh.cores() as u64) as usize
+    }
+
+    /// A token naming connection `key` and the client's request id.
+    pub(super) fn token(&self, key: usize, id: Option<RequestId<'_>>) -> Token {
+        Token {
+            core: self.id as u16,
+            key: key as u32,
+            serial: self.conns[key].serial,
+            id: id.map(|i| Box::from(i.0)),
+        }
+    }
+
+    /// Sends a message to a core (handled in this turn when the target is this core).
+    pub(super) fn send(&mut self, target: usize, msg: CoreMsg) {
+        if target == self.id {
+            self.local_msgs.push_back(msg);
+        } else {
+            self.outbox.push(target, msg);
+        }
+    }
+
+    /// The connection a token names, if it is still the same connection.
+    fn conn_of(&self, token: &Token) -> Option<usize> {
+        let key = token.key as usize;
+        match self.conns.get(key) {
+            Some(c) if c.serial == token.serial && token.core as usize == self.id => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Handles queued bus messages, then sends staged output and the outbox.
+    pub(super) fn end_turn(&mut self) {
+        let mut handled = 0;
+        while handled < MAX_MSGS_PER_TURN {
+            let msg = match self.local_msgs.pop_front() {
+                Some(m) => m,
+                None => match self.inbox.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            handled += 1;
+            self.handle_msg(msg);
+        }
+        if handled == MAX_MSGS_PER_TURN {
+            // More is waiting: come back after the sockets had their turn.
+            self.waker.wake();
+        }
+        self.flush_staged();
+        self.outbox_waiting = self.outbox.flush(&self.mesh);
+        add(&self.stats.bus_dropped, self.outbox.dropped);
+        self.outbox.dropped = 0;
+    }
+
+    fn handle_msg(&mut self, msg: CoreMsg) {
+        match msg {
+            CoreMsg::Publish { topic, data, ack } => self.owner_publish(topic, data, ack),
+            CoreMsg::PublishAck { token, topic, seq } => self.on_publish_ack(token, &topic, seq),
+            CoreMsg::Subscribe {
+                topic,
+                token,
+                since,
+            } => self.owner_subscribe(topic, token, since),
+            CoreMsg::Unsubscribe { topic, core } => {
+                if let Some(t) = self.topics.owned.get_mut(&topic) {
+                    t.cores[core as usize] = false;
+                }
+            }
+            CoreMsg::Replay {
+                topic,
+                token,
+                reset,
+                entries,
+                last_seq,
+            } => self.on_replay(topic, token, reset, entries, last_seq),
+            CoreMsg::Deliver { topic, seq, data } => self.deliver_local(&topic, seq, &data),
+            CoreMsg::Fetch {
+                topic,
+                token,
+                since,
+                limit,
+                wait_until,
+            } => self.owner_fetch(topic, token, since, limit, wait_until),
+            CoreMsg::Fetched {
+                topic,
+                token,
+                reset,
+                entries,
+                next,
+            } => self.on_fetched(&topic, token, reset, &entries, next),
+        }
+    }
+
+    fn owned_topic(&mut self, topic: &Arc<str>) -> &mut OwnedTopic {
+        let cores = self.mesh.cores();
+        self.topics
+            .owned
+            .entry(topic.clone())
+            .or_insert_with(|| OwnedTopic {
+                last_seq: 0,
+                history: History::default(),
+                cores: vec![false; cores],
+                waiters: Vec::new(),
+            })
+    }
+
+    /// Owner: number, retain and fan a message out to every core with subscribers and every waiting poll.
+    fn owner_publish(&mut self, topic: Arc<str>, data: Bytes, ack: Option<Token>) {
+        let limits = self.shared.config.history;
+        let now = Instant::now();
+        let t = self.owned_topic(&topic);
+        t.last_seq += 1;
+        let seq = t.last_seq;
+        t.history.push(&limits, seq, data.clone(), now);
+        let targets: Vec<usize> = t
+            .cores
+            .iter()
+            .enumerate()
+            .filter(|(_, on)| **on)
+            .map(|(i, _)| i)
+            .collect();
+        let waiters = std::mem::take(&mut t.waiters);
+        add(&self.stats.messages_published, 1);
+        for core in targets {
+            self.send(
+                core,
+                CoreMsg::Deliver {
+                    topic: topic.clone(),
+                    seq,
+                    data: data.clone(),
+                },
+            );
+        }
+        for w in waiters {
+            let core = w.token.core as usize;
+            let entries = if w.limit > 0 {
+                vec![(seq, data.clone())]
+            } else {
+                Vec::new()
+            };
+            self.send(
+                core,
+                CoreMsg::Fetched {
+                    topic: topic.clone(),
+                    token: w.token,
+                    reset: false,
+                    entries,
+                    next: seq,
+                },
+            );
+        }
+        if let Some(token) = ack {
+            let core = token.core as usize;
+            self.send(core, CoreMsg::PublishAck { token, topic, seq });
+        }
+    }
+
+    /// Owner: register a subscribing core and send it the history after `since`.
+    fn owner_subscribe(&mut self, topic: Arc<str>, token: Token, since: Option<u64>) {
+        let limit = self.shared.config.history.max_messages;
+        let t = self.owned_topic(&topic);
+        let core = token.core as usize;
+        t.cores[core] = true;
+        let last_seq = t.last_seq;
+        let (reset, entries) = match since {
+            None => (None, Vec::new()),
+            Some(since) => {
+                let r = t.history.after(since, last_seq, limit.max(1));
+                (
+                    r.reset,
+                    t.history
+                        .entries(&r)
+                        .map(|e| (e.seq, e.data.clone()))
+                        .collect(),
+                )
+            }
+        };
+        self.send(
+            core,
+            CoreMsg::Replay {
+                topic,
+                token,
+                reset,
+                entries,
+                last_seq,
+            },
+        );
+    }
+
+    /// Owner: answer a poll now, or hold it until the next message.
+    fn owner_fetch(
+        &mut self,
+        topic: Arc<str>,
+        token: Token,
+        since: Option<u64>,
+        limit: usize,
+        wait: Option<Instant>,
+    ) {
+        let t = self.owned_topic(&topic);
+        let last_seq = t.last_seq;
+        let core = token.core as usize;
+        match since {
+            Some(since) if since < last_seq => {
+                let r = t.history.after(since, last_seq, limit.max(1));
+                let entries: Vec<(u64, Bytes)> = t
+                    .history
+                    .entries(&r)
+                    .map(|e| (e.seq, e.data.clone()))
+                    .collect();
+                let next = entries.last().map_or(r.reset.unwrap_or(since), |e| e.0);
+                let reset = r.reset.is_some();
+                self.send(
+                    core,
+                    CoreMsg::Fetched {
+                        topic,
+                        token,
+                        reset,
+                        entries,
+                        next,
+                    },
+                );
+            }
+            _ => match wait {
+                Some(until) => t.waiters.push(Waiter {
+                    token,
+                    limit,
+                    until,
+                }),
+                None => {
+                    let next = since
+                        .unwrap_or(last_seq)
+                        .min(last_seq.max(since.unwrap_or(0)));
+                    self.send(
+                        core,
+                        CoreMsg::Fetched {
+                            topic,
+                            token,
+                            reset: false,
+                            entries: Vec::new(),
+                            next,
+                        },
+                    );
+                }
+            },
+        }
+    }
+
+    /// Owner: answer long polls whose wait is over; trim histories by age.
+    pub(super) fn owner_sweep(&mut self, now: Instant) {
+        let limits = self.shared.config.history;
+        let mut expired = Vec::new();
+        for (name, t) in self.topics.owned.iter_mut() {
+            t.history.expire(&limits, now);
+            let last = t.last_seq;
+            t.waiters.retain(|w| {
+                if w.until <= now {
+                    expired.push((name.clone(), w.token.clone(), last));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        for (topic, token, next) in expired {
+            let core = token.core as usize;
+            self.send(
+                core,
+                CoreMsg::Fetched {
+                    topic,
+                    token,
+                    reset: false,
+                    entries: Vec::new(),
+                    next,
+                },
+            );
+        }
+    }
+
+    /// Subscribes connection `key` to `topic` (asks the owner; the subscription starts when the replay arrives).
+    pub(super) fn subscribe(
+        &mut self,
+        key: usize,
+        topic: &str,
+        since: Option<u64>,
+        id: Option<RequestId<'_>>,
+    ) {
+        let ext = self.conns[key].ext.get_or_insert_with(Box::default);
+        if ext.topics.iter().any(|t| &**t == topic) {
+            // Already subscribed: acknowledge again, change nothing.
+            if id.is_some() {
+                let reply = json_bytes(|b| write_ack(b, id, None));
+                self.stage_reply(key, &reply);
+            }
+            return;
+        }
+        let topic: Arc<str> = match self.topics.local.get_key_value(topic) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(topic),
+        };
+        ext.topics.push(topic.clone());
+        let conflate = self
+            .shared
+            .config
+            .conflate
+            .iter()
+            .any(|p| topic_matches(p, &topic));
+        let slot = self.topics.next_slot;
+        let lt = self
+            .topics
+            .local
+            .entry(topic.clone())
+            .or_insert_with(|| LocalTopic {
+                subs: Vec::new(),
+                pending: 0,
+                last_seq: 0,
+                conflate,
+                slot,
+            });
+        if lt.slot == slot {
+            self.topics.next_slot = self.topics.next_slot.wrapping_add(1).max(1);
+        }
+        lt.pending += 1;
+        let token = self.token(key, id);
+        let owner = self.owner_of(&topic);
+        self.send(
+            owner,
+            CoreMsg::Subscribe {
+                topic,
+                token,
+                since,
+            },
+        );
+    }
+
+    /// Removes connection `key` from `topic`; tells the owner when the core has no subscriber left.
+    pub(super) fn unsubscribe(&mut self, key: usize, topic: &str) -> bool {
+        let conn = &mut self.conns[key];
+        let serial = conn.serial;
+        let Some(ext) = conn.ext.as_mut() else {
+            return false;
+        };
+        let Some(pos) = ext.topics.iter().position(|t| &**t == topic) else {
+            return false;
+        };
+        let name = ext.topics.swap_remove(pos);
+        self.leave_local(&name, key as u32, serial);
+        true
+    }
+
+    fn leave_local(&mut self, topic: &Arc<str>, key: u32, serial: u32) {
+        let Some(lt) = self.topics.local.get_mut(topic) else {
+            return;
+        };
+        if let Some(i) = lt
+            .subs
+            .iter()
+            .position(|s| s.key == key && s.serial == serial)
+        {
+            lt.subs.swap_remove(i);
+        }
+        self.drop_local_if_unused(topic);
+    }
+
+    fn drop_local_if_unused(&mut self, topic: &Arc<str>) {
+        let unused = self
+            .topics
+            .local
+            .get(topic)
+            .is_some_and(|lt| lt.subs.is_empty() && lt.pending == 0);
+        if unused {
+            self.topics.local.remove(topic);
+            let owner = self.owner_of(topic);
+            self.send(
+                owner,
+                CoreMsg::Unsubscribe {
+                    topic: topic.clone(),
+                    core: self.id as u16,
+                },
+            );
+        }
+    }
+
+    /// Cleans up a closing connection's subscriptions.
+    pub(super) fn forget_subscriptions(
+        &mut self,
+        key: usize,
+        serial: u32,
+        ext: Option<Box<ConnExt>>,
+    ) {
+        let Some(ext) = ext else { return };
+        for topic in ext.topics {
+            self.leave_local(&topic, key as u32, serial);
+        }
+    }
+
+    /// The owner's answer to a subscribe: history for this subscriber, then it joins the live fan-out.
+    fn on_replay(
+        &mut self,
+        topic: Arc<str>,
+        token: Token,
+        reset: Option<u64>,
+        entries: Vec<(u64, Bytes)>,
+        last: u64,
+    ) {
+        let Some(lt) = self.topics.local.get_mut(&topic) else {
+            return;
+        };
+        lt.pending = lt.pending.saturating_sub(1);
+        // Messages delivered here before this replay are in it; later ones come after it, in order.
+        lt.last_seq = lt.last_seq.max(last);
+        let key = self.conn_of(&token);
+        let wanted = key.is_some_and(|k| {
+            self.conns[k].ext.as_ref().is_some_and(|e| {
+                e.topics
+                    .iter()
+                    .any(|t| Arc::ptr_eq(t, &topic) || **t == *topic)
+            })
+        });
+        let Some(key) = key.filter(|_| wanted) else {
+            self.drop_local_if_unused(&topic);
+            return;
+        };
+        let sse = self.conns[key].state == State::Sse;
+        if !sse && token.id.is_some() {
+            let reply = json_bytes(|b| write_ack(b, token.id.as_deref().map(RequestId), None));
+            self.stage_reply(key, &reply);
+        }
+        if let Some(m) = reset {
+            let frame = if sse {
+                let mut b = Vec::new();
+                let _ = write_sse_reset(&mut b, m);
+                Bytes::from(b)
+            } else {
+                ws_text(&json_bytes(|b| write_reset(b, &topic, m)))
+            };
+            self.stage_shared(key, frame, false, 0);
+        }
+        for (seq, data) in &entries {
+            let frame = if sse {
+                sse_msg(*seq, data)
+            } else {
+                ws_text(&json_bytes(|b| write_msg(b, &topic, *seq, data)))
+            };
+            self.stage_shared(key, frame, false, 0);
+        }
+        let serial = self.conns[key].serial;
+        if let Some(lt) = self.topics.local.get_mut(&topic) {
+            lt.subs.push(Sub {
+                key: key as u32,
+                serial,
+                sse,
+            });
+        }
+    }
+
+    /// One numbered message for this core's subscribers: encoded once per transport, shared by all.
+    fn deliver_local(&mut self, topic: &Arc<str>, seq: u64, data: &Bytes) {
+        let Some(lt) = self.topics.local.get_mut(topic) else {
+            return;
+        };
+        if seq <= lt.last_seq {
+            return; // already in a replay
+        }
+        let gap = lt.last_seq != 0 && seq > lt.last_seq + 1;
+        lt.last_seq = seq;
+        let (slot, conflate) = (lt.slot, lt.conflate);
+        let subs = std::mem::take(&mut lt.subs);
+        let mut ws: Option<Bytes> = None;
+        let mut sse: Option<Bytes> = None;
+        if gap {
+            // Messages were lost between cores (an outbox overflowed): tell subscribers to resync.
+            add(&self.stats.bus_gaps, 1);
+        }
+        for s in &subs {
+            let key = s.key as usize;
+            if self.conns.get(key).is_none_or(|c| c.serial != s.serial) {
+                continue;
+            }
+            if gap {
+                let reset = if s.sse {
+                    let mut b = Vec::new();
+                    let _ = write_sse_reset(&mut b, seq - 1);
+                    Bytes::from(b)
+                } else {
+                    ws_text(&json_bytes(|b| write_reset(b, topic, seq - 1)))
+                };
+                self.stage_shared(key, reset, false, 0);
+            }
+            let frame = if s.sse {
+                sse.get_or_insert_with(|| sse_msg(seq, data)).clone()
+            } else {
+                ws.get_or_insert_with(|| {
+                    let mut b = BytesMut::with_capacity(data.len() + topic.len() + 64);
+                    write_msg(&mut b, topic, seq, data);
+                    ws_text(&b)
+                })
+                .clone()
+            };
+            self.stage_shared(key, frame, false, if conflate { slot } else { 0 });
+        }
+        add(&self.stats.deliveries, subs.len() as u64);
+        if let Some(lt) = self.topics.local.get_mut(topic) {
+            let mut subs = subs;
+            // Subscribers added while we delivered (none today: delivery does not subscribe) keep their place.
+            subs.append(&mut lt.subs);
+            lt.subs = subs;
+        }
+    }
+
+    /// A WebSocket text frame on the pub/sub route.
+    pub(super) fn on_pubsub_text(&mut self, key: usize, text: &str) {
+        match ringcast_protocol::pubsub::parse_client_op(text) {
+            Ok(ClientOp::Sub { topic, since, id }) => self.subscribe(key, topic, since, id),
+            Ok(ClientOp::Unsub { topic, id }) => {
+                self.unsubscribe(key, topic);
+                if id.is_some() {
+                    let reply = json_bytes(|b| write_ack(b, id, None));
+                    self.stage_reply(key, &reply);
+                }
+            }
+            Ok(ClientOp::Pub { topic, data, id }) => {
+                let ack = id.map(|_| self.token(key, id));
+                let owner = self.owner_of(topic);
+                let topic: Arc<str> = match self.topics.local.get_key_value(topic) {
+                    Some((k, _)) => k.clone(),
+                    None => Arc::from(topic),
+                };
+                self.send(
+                    owner,
+                    CoreMsg::Publish {
+                        topic,
+                        data: Bytes::copy_from_slice(data.as_bytes()),
+                        ack,
+                    },
+                );
+            }
+            Err((id, e)) => {
+                let reply = json_bytes(|b| write_error(b, id, e.code(), e.message()));
+                self.stage_reply(key, &reply);
+            }
+        }
+    }
+
+    /// A reply for one WebSocket connection (ack or error), written in this turn.
+    fn stage_reply(&mut self, key: usize, json: &[u8]) {
+        self.stage_shared(key, ws_text(json), false, 0);
+    }
+
+    fn on_publish_ack(&mut self, token: Token, topic: &str, seq: u64) {
+        let Some(key) = self.conn_of(&token) else {
+            return;
+        };
+        match self.conns[key].state {
+            State::Waiting => {
+                let (cors, keep_alive) =
+                    match self.conns[key].ext.as_mut().and_then(|e| e.waiting.take()) {
+                        Some(Waiting::Publish { cors, keep_alive }) => (cors, keep_alive),
+                        _ => return,
+                    };
+                let body = json_bytes(|b| write_publish_ok(b, topic, seq));
+                self.finish_waiting(key, 200, &body, cors.as_deref(), keep_alive);
+            }
+            State::Ws => {
+                let reply =
+                    json_bytes(|b| write_ack(b, token.id.as_deref().map(RequestId), Some(seq)));
+                self.stage_reply(key, &reply);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_fetched(
+        &mut self,
+        topic: &str,
+        token: Token,
+        reset: bool,
+        entries: &[(u64, Bytes)],
+        next: u64,
+    ) {
+        let Some(key) = self.conn_of(&token) else {
+            return;
+        };
+        if self.conns[key].state != State::Waiting {
+            return;
+        }
+        let (cors, keep_alive) = match self.conns[key].ext.as_mut().and_then(|e| e.waiting.take()) {
+            Some(Waiting::Poll {
+                cors, keep_alive, ..
+            }) => (cors, keep_alive),
+            other => {
+                if let Some(e) = self.conns[key].ext.as_mut() {
+                    e.waiting = other;
+                }
+                return;
+            }
+        };
+        let mut body =
+            Vec::with_capacity(64 + entries.iter().map(|e| e.1.len() + 24).sum::<usize>());
+        write_topic_poll_body(
+            &mut body,
+            topic,
+            entries.iter().map(|(s, d)| (*s, &d[..])),
+            next,
+            reset,
+        );
+        self.finish_waiting(key, 200, &body, cors.as_deref(), keep_alive);
+    }
+
+    /// Answers a waiting HTTP request and returns the connection to reading requests (or closes it after the
+    /// answer when the request asked so).
+    pub(super) fn finish_waiting(
+        &mut self,
+        key: usize,
+        status: u16,
+        body: &[u8],
+        cors: Option<&str>,
+        keep_alive: bool,
+    ) {
+        let mut out = Vec::with_capacity(body.len() + 256);
+        super::write_json_response(&mut out, status, body, cors, keep_alive);
+        let conn = &mut self.conns[key];
+        conn.state = State::Http;
+        if !keep_alive {
+            conn.flags |= crate::conn::CLOSE_ON_FLUSH;
+        }
+        conn.deadline = self.now.wrapping_add(self.timers.handshake);
+        if let Some(e) = conn.ext.as_mut() {
+            e.waiting = None;
+        }
+        self.stage_shared(key, Bytes::from(out), true, 0);
+        self.resume_http.push(key);
+    }
+
+    /// Queues shared bytes for a connection; sent at the end of the turn, one writev per connection.
+    pub(super) fn stage_shared(&mut self, key: usize, bytes: Bytes, control: bool, slot: u32) {
+        let conn = &mut self.conns[key];
+        if conn.state == State::Sse {
+            conn.last_heard = self.now;
+        }
+        if let Some(out) = conn.out.as_mut() {
+            // Already backed up: keep order behind what is queued.
+            out.bytes += bytes.len();
+            out.frames.push_back(crate::conn::OutFrame {
+                bytes,
+                control,
+                topic: slot,
+            });
+            if conn.flags & DIRTY == 0 {
+                conn.flags |= DIRTY;
+                self.dirty.push(key);
+            }
+            self.enforce_high_water(key);
+            return;
+        }
+        self.staged.push((key as u32, control, slot, bytes));
+    }
+
+    /// Sends everything staged this turn: one writev per connection, the rest queued.
+    pub(super) fn flush_staged(&mut self) {
+        let mut staged = std::mem::take(&mut self.staged);
+        if !staged.is_empty() {
+            staged.sort_by_key(|s| s.0);
+            let mut i = 0;
+            while i < staged.len() {
+                let key = staged[i].0 as usize;
+                let mut j = i;
+                while j < staged.len() && staged[j].0 as usize == key {
+                    j += 1;
+                }
+                if self.conns.contains(key) {
+                    self.write_shared(key, &mut staged[i..j]);
+                }
+                i = j;
+            }
+            staged.clear();
+        }
+        self.staged = staged;
+        let dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.flags &= !DIRTY;
+                self.flush(key);
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        self.dirty = dirty;
+        let resume = std::mem::take(&mut self.resume_http);
+        for key in resume {
+            // Requests that arrived behind an answered poll or publish.
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.state == State::Http && !c.head.is_empty())
+            {
+                self.on_http(key, &mut []);
+                if self.conns.contains(key) {
+                    self.finish_output(key);
+                }
+            }
+        }
+    }
+}
+
+fn sse_msg(seq: u64, data: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(data.len() + 32);
+    let _ = write_sse_msg(&mut b, seq, data);
+    Bytes::from(b)
+}

@@ -1,0 +1,136 @@
+//! Pub/sub smoke test: a WebSocket subscriber, an SSE stream, short and long polls and an HTTP publisher on a
+//! two-core server see the same numbered messages.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use ringcast_engine::CoreSet;
+use tokio_tungstenite::tungstenite::Message;
+
+fn http(addr: std::net::SocketAddr, req: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+fn publish(addr: std::net::SocketAddr, topic: &str, json: &str) -> String {
+    let req = format!(
+        "POST /publish/{topic} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    let (head, body) = http(addr, &req);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_sse_and_polls_see_the_same_messages() {
+    let mut cfg = common::config();
+    cfg.cores = CoreSet::Count(2);
+    let server = common::start(cfg);
+    let addr = server.local_addr();
+    let (mut ws, _) = tokio_tungstenite::connect_async(common::ws_url(&server, "/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"{"op":"sub","topic":"prices.eur","id":1}"#))
+        .await
+        .unwrap();
+    let ack = ws.next().await.unwrap().unwrap();
+    assert_eq!(ack, Message::text(r#"{"type":"ack","id":1}"#));
+
+    let body = tokio::task::spawn_blocking(move || publish(addr, "prices.eur", r#"{"px":1.5}"#))
+        .await
+        .unwrap();
+    assert_eq!(body, r#"{"topic":"prices.eur","seq":1}"#);
+    let msg = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        msg,
+        Message::text(r#"{"type":"msg","topic":"prices.eur","seq":1,"data":{"px":1.5}}"#)
+    );
+
+    // Publish over WebSocket with an id: ack carries the seq, and the subscriber gets it too.
+    ws.send(Message::text(
+        r#"{"op":"pub","topic":"prices.eur","data":[1,2],"id":7}"#,
+    ))
+    .await
+    .unwrap();
+    let mut got = vec![
+        ws.next().await.unwrap().unwrap(),
+        ws.next().await.unwrap().unwrap(),
+    ];
+    got.sort_by_key(|m| m.to_string());
+    assert_eq!(
+        got,
+        vec![
+            Message::text(r#"{"type":"ack","id":7,"seq":2}"#),
+            Message::text(r#"{"type":"msg","topic":"prices.eur","seq":2,"data":[1,2]}"#)
+        ]
+    );
+
+    // Short poll from the start, and SSE resuming after seq 1.
+    let (head, body) = tokio::task::spawn_blocking(move || {
+        http(
+            addr,
+            "GET /messages/prices.eur?since=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(head.contains("no-store"), "{head}");
+    assert_eq!(
+        body,
+        r#"{"topic":"prices.eur","messages":[{"seq":1,"data":{"px":1.5}},{"seq":2,"data":[1,2]}],"next":2,"reset":false}"#
+    );
+    let sse = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /sse/prices.eur HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("id: 2") {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&b[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(sse.contains("text/event-stream"), "{sse}");
+    assert!(sse.contains("id: 2\ndata: [1,2]\n\n"), "{sse}");
+    assert!(!sse.contains("id: 1\n"), "{sse}");
+
+    // A long poll waits for the next message.
+    let poll = tokio::task::spawn_blocking(move || {
+        http(
+            addr,
+            "GET /poll/prices.eur?since=2&timeout=10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server
+        .publisher()
+        .publish_json("prices.eur", &b"{\"px\":2}"[..])
+        .unwrap();
+    let (_, body) = poll.await.unwrap();
+    assert_eq!(
+        body,
+        r#"{"topic":"prices.eur","messages":[{"seq":3,"data":{"px":2}}],"next":3,"reset":false}"#
+    );
+    let msg = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        msg,
+        Message::text(r#"{"type":"msg","topic":"prices.eur","seq":3,"data":{"px":2}}"#)
+    );
+    common::stop(server);
+}
