@@ -64,7 +64,7 @@ pub const MAX_ID_LEN: usize = 64;
 pub struct RequestId<'a>(pub &'a str);
 
 /// One operation a client sent over WebSocket. Every field borrows from the frame's text.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientOp<'a> {
     /// Subscribe to `topic`; with `since`, first replay the retained messages with `seq > since`.
     Sub {
