@@ -1,5 +1,7 @@
 //! Close handshakes and protocol errors: the close code the server sends for each fault, that it then ends the TCP
 //! connection, the message/frame size limits (also across fragments), and the per-code counters in `/metrics`.
+// Helper functions outside #[test] unwrap like the tests themselves: a failed socket call fails the test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Plain HTTP answers of the real server: routes, methods, upgrade failures with the protocol crate's statuses,
 //! head limits (431), keep-alive pipelining and the per-core connection limit (503).
+// Helper functions outside #[test] unwrap like the tests themselves: a failed socket call fails the test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

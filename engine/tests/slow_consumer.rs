@@ -1,6 +1,8 @@
 //! Slow-consumer policies against a real client that floods echo requests and does not read: `Disconnect` closes
 //! it (1008, counted) while the server stays healthy; `DropOldest` drops queued echoes (counted) and keeps the
 //! connection open and usable.
+// Helper functions outside #[test] unwrap like the tests themselves: a failed socket call fails the test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the engine's integration tests: start a real server on a free port with the driver named by
 //! `RINGCAST_TEST_DRIVER` (uring, epoll; default auto), and small raw-socket utilities.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
