@@ -8,12 +8,17 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test]
 async fn echoes_text_and_binary_with_tungstenite() {
     let server = common::start(common::config());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(common::ws_url(&server, "/echo")).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::connect_async(common::ws_url(&server, "/echo"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 101);
     ws.send(Message::text("hello")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![1u8, 2, 3]));
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![1u8, 2, 3])
+    );
     ws.close(None).await.unwrap();
     common::stop(server);
 }
