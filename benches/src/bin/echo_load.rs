@@ -29,7 +29,13 @@ fn masked_frame(size: usize) -> Vec<u8> {
     f
 }
 
-async fn connection(addr: SocketAddr, size: usize, window: usize, stop: Instant, done: Arc<AtomicU64>) -> std::io::Result<()> {
+async fn connection(
+    addr: SocketAddr,
+    size: usize,
+    window: usize,
+    stop: Instant,
+    done: Arc<AtomicU64>,
+) -> std::io::Result<()> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     s.write_all(UPGRADE.as_bytes()).await?;
@@ -42,7 +48,12 @@ async fn connection(addr: SocketAddr, size: usize, window: usize, stop: Instant,
         head.push(b[0]);
     }
     let frame = masked_frame(size);
-    let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * window).collect();
+    let batch: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * window)
+        .collect();
     let reply_len = size + if size < 126 { 2 } else { 4 };
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending = 0usize;
@@ -69,7 +80,10 @@ fn main() {
     };
     let arg = |i: usize, d: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
     let (conns, size, window, secs) = (arg(2, 100), arg(3, 32), arg(4, 16), arg(5, 10));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let done = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
