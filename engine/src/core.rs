@@ -530,6 +530,7 @@ impl Core {
                 path => {
                     add(&self.stats.http_requests, 1);
                     let get = method == "GET" || method == "HEAD";
+                    let start = self.wbuf.len();
                     match (path, get) {
                         ("/healthz", true) => write_response(
                             &mut self.wbuf,
@@ -563,6 +564,14 @@ impl Core {
                             b"not found\n",
                             keep_alive,
                         ),
+                    }
+                    if method == "HEAD" {
+                        // Same head as GET (Content-Length included), no body.
+                        if let Some(end) =
+                            self.wbuf[start..].windows(4).position(|w| w == b"\r\n\r\n")
+                        {
+                            self.wbuf.truncate(start + end + 4);
+                        }
                     }
                     self.mark(true);
                     self.after_response(key, keep_alive)

@@ -36,3 +36,19 @@ fn healthz_answers_200_with_keep_alive() {
     }
     common::stop(server);
 }
+
+#[test]
+fn head_requests_get_no_body_and_keep_alive_still_works() {
+    let server = common::start(common::config());
+    let mut s = common::raw(&server);
+    let head = common::request_head(&mut s, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 3"),
+        "{head}"
+    );
+    // The next response on the same connection starts right after the head: no body bytes in between.
+    let head = common::request_head(&mut s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    common::stop(server);
+}
