@@ -665,6 +665,10 @@ impl Sse {
         }
     }
 
+    pub fn last_event_id(&self) -> String {
+        self.parser.last_event_id().to_string()
+    }
+
     pub fn retry(&self) -> Option<u64> {
         self.parser.reconnection_time()
     }
