@@ -109,6 +109,19 @@ pub struct Config {
     /// Topic patterns (exact name, or a prefix ending in `.*`, or `*`) whose slow subscribers get only the newest
     /// message instead of the backlog.
     pub conflate: Vec<String>,
+    /// Static files served on `GET` (the demo page, the JavaScript client), matched by exact path.
+    pub assets: Vec<Asset>,
+}
+
+/// A static file the server answers `GET path` with.
+#[derive(Clone, Debug)]
+pub struct Asset {
+    /// The request path, e.g. `/ringcast.js`.
+    pub path: String,
+    /// The `Content-Type` header value.
+    pub content_type: &'static str,
+    /// The body, shared by every response.
+    pub body: bytes::Bytes,
 }
 
 impl Default for Config {
@@ -144,6 +157,7 @@ impl Default for Config {
             poll_limit_max: 10_000,
             cors_origins: Vec::new(),
             conflate: Vec::new(),
+            assets: Vec::new(),
         }
     }
 }

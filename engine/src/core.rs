@@ -531,7 +531,22 @@ impl Core {
                     add(&self.stats.http_requests, 1);
                     let get = method == "GET" || method == "HEAD";
                     let start = self.wbuf.len();
+                    let asset = self.shared.config.assets.iter().find(|a| a.path == path);
                     match (path, get) {
+                        (_, true) if asset.is_some() => {
+                            if let Some(a) = asset {
+                                write_response(
+                                    &mut self.wbuf,
+                                    200,
+                                    &[
+                                        ("content-type", a.content_type.as_bytes()),
+                                        ("cache-control", b"no-cache"),
+                                    ],
+                                    &a.body,
+                                    keep_alive,
+                                );
+                            }
+                        }
                         ("/healthz", true) => write_response(
                             &mut self.wbuf,
                             200,

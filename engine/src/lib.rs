@@ -42,7 +42,7 @@ mod publisher;
 pub mod server;
 pub mod stats;
 
-pub use config::{Config, CoreSet, Driver, HistoryLimits, SlowConsumerPolicy};
+pub use config::{Asset, Config, CoreSet, Driver, HistoryLimits, SlowConsumerPolicy};
 pub use error::EngineError;
 pub use publisher::{PublishError, Publisher};
 pub use server::{ActiveDriver, ServerHandle, ShutdownTrigger, start};

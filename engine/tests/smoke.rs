@@ -52,3 +52,28 @@ fn head_requests_get_no_body_and_keep_alive_still_works() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     common::stop(server);
 }
+
+#[test]
+fn serves_configured_assets() {
+    let mut cfg = common::config();
+    cfg.assets.push(ringcast_engine::Asset {
+        path: "/hello.js".into(),
+        content_type: "text/javascript",
+        body: bytes::Bytes::from_static(b"export const x = 1;\n"),
+    });
+    let server = common::start(cfg);
+    let mut s = common::raw(&server);
+    let head = common::request_head(&mut s, b"GET /hello.js HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/javascript"),
+        "{head}"
+    );
+    let mut body = [0u8; 20];
+    std::io::Read::read_exact(&mut s, &mut body).unwrap();
+    assert_eq!(&body, b"export const x = 1;\n");
+    let head = common::request_head(&mut s, b"GET /nope.js HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    common::stop(server);
+}
