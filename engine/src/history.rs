@@ -95,7 +95,16 @@ impl History {
 
     /// Everything after `since`, at most `limit` entries, given that the topic's last seq is `last_seq`.
     pub(crate) fn after(&self, since: u64, last_seq: u64, limit: usize) -> Range {
-        if since >= last_seq {
+        if since > last_seq {
+            // The client is ahead of the topic: the server restarted (or the cursor came from elsewhere). Its
+            // cursor is reset to where the topic is, and it must resync what it had.
+            return Range {
+                reset: Some(last_seq),
+                start: 0,
+                len: 0,
+            };
+        }
+        if since == last_seq {
             return Range {
                 reset: None,
                 start: 0,
@@ -185,7 +194,7 @@ mod tests {
         let r = h.after(12, 12, 100);
         assert_eq!((r.reset, r.len), (None, 0), "up to date");
         let r = h.after(40, 12, 100);
-        assert_eq!((r.reset, r.len), (None, 0), "ahead of the topic");
+        assert_eq!((r.reset, r.len), (Some(12), 0), "ahead of the topic (a restart): reset to where it is");
     }
 
     #[test]

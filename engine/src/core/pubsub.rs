@@ -324,7 +324,7 @@ impl Core {
         let last_seq = t.last_seq;
         let core = token.core as usize;
         match since {
-            Some(since) if since < last_seq => {
+            Some(since) if since != last_seq => {
                 let r = t.history.after(since, last_seq, limit.max(1));
                 let entries: Vec<(u64, Bytes)> = t
                     .history
