@@ -94,16 +94,98 @@ pub(crate) struct ServeArgs {
     /// Per-core read buffer [default: 64KiB]
     #[arg(long, value_name = "SIZE")]
     pub read_buffer_size: Option<String>,
+    /// Messages of history kept per topic for resume; 0 disables history [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub history_messages: Option<usize>,
+    /// Payload bytes of history kept per topic; 0 disables history [default: 1MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub history_bytes: Option<String>,
+    /// Oldest history message kept; "0" or "off" keeps messages regardless of age [default: 1h]
+    #[arg(long, value_name = "DURATION|off")]
+    pub history_age: Option<String>,
+    /// Capacity of each channel into a core, in messages [default: 65536]
+    #[arg(long, value_name = "N")]
+    pub bus_capacity: Option<usize>,
+    /// Messages a core holds for another core whose channel is full; past it the oldest is dropped and that
+    /// core's subscribers get a reset [default: 1048576]
+    #[arg(long, value_name = "N")]
+    pub outbox_limit: Option<usize>,
+    /// Interval of ": keep-alive" comments on idle SSE streams [default: 15s]
+    #[arg(long, value_name = "DURATION")]
+    pub sse_keepalive: Option<String>,
+    /// The "retry:" reconnect hint sent once at the start of each SSE stream [default: 3s]
+    #[arg(long, value_name = "DURATION")]
+    pub sse_retry: Option<String>,
+    /// Long-poll wait when the request gives no timeout [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub poll_timeout: Option<String>,
+    /// Longest long-poll wait a request may ask for; longer asks are capped [default: 2m]
+    #[arg(long, value_name = "DURATION")]
+    pub poll_timeout_max: Option<String>,
+    /// Messages per poll answer when the request gives no limit [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub poll_limit: Option<usize>,
+    /// Largest limit a poll request may ask for; larger asks are capped [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub poll_limit_max: Option<usize>,
+    /// Origin allowed by CORS on the HTTP transports: exact ("https://app.example.com"), "*.example.com" for
+    /// subdomains, or "*"; repeat the flag for more (in TOML: an array). Flags replace the file's list
+    /// [default: none, no CORS headers]
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_origin: Option<Vec<String>>,
+    /// Topic pattern whose slow subscribers get only the newest message instead of the backlog: a topic name,
+    /// "prefix.*" or "*"; repeat the flag for more (in TOML: an array). Flags replace the file's list
+    /// [default: none]
+    #[arg(long, value_name = "PATTERN")]
+    pub conflate: Option<Vec<String>>,
 }
 
 fn duration(name: &str, v: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(v).with_context(|| format!("--{name}: {v:?} is not a duration like 10s or 500ms"))
+    humantime::parse_duration(v)
+        .with_context(|| format!("--{name}: {v:?} is not a duration like 10s or 500ms"))
 }
 
 fn size(name: &str, v: &str) -> anyhow::Result<usize> {
-    let b: bytesize::ByteSize =
-        v.parse().map_err(|e| anyhow::anyhow!("--{name}: {v:?} is not a size like 64KiB or 1MiB ({e})"))?;
+    let b: bytesize::ByteSize = v
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--{name}: {v:?} is not a size like 64KiB or 1MiB ({e})"))?;
     usize::try_from(b.as_u64()).with_context(|| format!("--{name}: {v} is too large"))
+}
+
+/// A history age: a duration, or "0"/"off" for no age limit.
+fn age(v: &str) -> anyhow::Result<Option<Duration>> {
+    if v.trim() == "0" || v.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let d = duration("history-age", v)?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// A conflation pattern: `*`, a topic name, or a topic-name prefix ending in `.*`.
+fn conflate_pattern(p: &str) -> anyhow::Result<()> {
+    let name = p.strip_suffix(".*").unwrap_or(p);
+    let valid = p == "*"
+        || (!name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')));
+    if !valid {
+        bail!(
+            "--conflate: {p:?} is not \"*\", a topic name ([A-Za-z0-9._:-], 1-128 bytes) or \"prefix.*\""
+        );
+    }
+    Ok(())
+}
+
+/// A CORS origin pattern: `*`, `*.domain`, or an origin such as `https://app.example.com:8443`.
+fn cors_pattern(p: &str) -> anyhow::Result<()> {
+    if p.is_empty() || p.bytes().any(|b| !b.is_ascii_graphic()) || p.contains(',') {
+        bail!(
+            "--cors-origin: {p:?} is not an origin like https://app.example.com, *.example.com or *"
+        );
+    }
+    Ok(())
 }
 
 fn cores(v: &str) -> anyhow::Result<CoreSet> {
@@ -119,7 +201,11 @@ fn cores(v: &str) -> anyhow::Result<CoreSet> {
         if part.is_empty() {
             continue;
         }
-        let parse = |s: &str| s.trim().parse::<usize>().with_context(|| format!("--cores: bad core id {s:?}"));
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--cores: bad core id {s:?}"))
+        };
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (parse(a)?, parse(b)?);
@@ -141,9 +227,37 @@ impl ServeArgs {
             ($($f:ident),*) => { ServeArgs { config: self.config, $($f: self.$f.or(file.$f)),* } };
         }
         merge!(
-            listen, cores, no_pin, driver, backlog, max_connections_per_core, handshake_timeout, ping_interval,
-            idle_timeout, close_timeout, drain_timeout, max_message_size, max_frame_size, max_head_bytes,
-            max_headers, write_high_water, slow_consumer, read_buffer_size
+            listen,
+            cores,
+            no_pin,
+            driver,
+            backlog,
+            max_connections_per_core,
+            handshake_timeout,
+            ping_interval,
+            idle_timeout,
+            close_timeout,
+            drain_timeout,
+            max_message_size,
+            max_frame_size,
+            max_head_bytes,
+            max_headers,
+            write_high_water,
+            slow_consumer,
+            read_buffer_size,
+            history_messages,
+            history_bytes,
+            history_age,
+            bus_capacity,
+            outbox_limit,
+            sse_keepalive,
+            sse_retry,
+            poll_timeout,
+            poll_timeout_max,
+            poll_limit,
+            poll_limit_max,
+            cors_origin,
+            conflate
         )
     }
 
@@ -151,9 +265,10 @@ impl ServeArgs {
     pub(crate) fn resolve(self) -> anyhow::Result<Config> {
         let file = match &self.config {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<ServeArgs>(&text).with_context(|| format!("parsing config file {}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<ServeArgs>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
             }
             None => ServeArgs::default(),
         };
@@ -182,29 +297,78 @@ impl ServeArgs {
             c.max_connections_per_core = v;
         }
         for (name, field, target) in [
-            ("handshake-timeout", &a.handshake_timeout, &mut c.handshake_timeout),
+            (
+                "handshake-timeout",
+                &a.handshake_timeout,
+                &mut c.handshake_timeout,
+            ),
             ("ping-interval", &a.ping_interval, &mut c.ping_interval),
             ("idle-timeout", &a.idle_timeout, &mut c.idle_timeout),
             ("close-timeout", &a.close_timeout, &mut c.close_timeout),
             ("drain-timeout", &a.drain_timeout, &mut c.drain_timeout),
+            ("sse-keepalive", &a.sse_keepalive, &mut c.sse_keepalive),
+            ("sse-retry", &a.sse_retry, &mut c.sse_retry),
+            ("poll-timeout", &a.poll_timeout, &mut c.poll_timeout),
+            (
+                "poll-timeout-max",
+                &a.poll_timeout_max,
+                &mut c.poll_timeout_max,
+            ),
         ] {
             if let Some(v) = field {
                 *target = duration(name, v)?;
             }
         }
         for (name, field, target) in [
-            ("max-message-size", &a.max_message_size, &mut c.max_message_size),
+            (
+                "max-message-size",
+                &a.max_message_size,
+                &mut c.max_message_size,
+            ),
             ("max-frame-size", &a.max_frame_size, &mut c.max_frame_size),
             ("max-head-bytes", &a.max_head_bytes, &mut c.max_head_bytes),
-            ("write-high-water", &a.write_high_water, &mut c.write_high_water),
-            ("read-buffer-size", &a.read_buffer_size, &mut c.read_buffer_size),
+            (
+                "write-high-water",
+                &a.write_high_water,
+                &mut c.write_high_water,
+            ),
+            (
+                "read-buffer-size",
+                &a.read_buffer_size,
+                &mut c.read_buffer_size,
+            ),
+            ("history-bytes", &a.history_bytes, &mut c.history.max_bytes),
         ] {
             if let Some(v) = field {
                 *target = size(name, v)?;
             }
         }
-        if let Some(v) = a.max_headers {
-            c.max_headers = v;
+        for (field, target) in [
+            (a.max_headers, &mut c.max_headers),
+            (a.history_messages, &mut c.history.max_messages),
+            (a.bus_capacity, &mut c.bus_capacity),
+            (a.outbox_limit, &mut c.outbox_limit),
+            (a.poll_limit, &mut c.poll_limit),
+            (a.poll_limit_max, &mut c.poll_limit_max),
+        ] {
+            if let Some(v) = field {
+                *target = v;
+            }
+        }
+        if let Some(v) = &a.history_age {
+            c.history.max_age = age(v)?;
+        }
+        if let Some(v) = a.cors_origin {
+            for p in &v {
+                cors_pattern(p)?;
+            }
+            c.cors_origins = v;
+        }
+        if let Some(v) = a.conflate {
+            for p in &v {
+                conflate_pattern(p)?;
+            }
+            c.conflate = v;
         }
         if let Some(v) = a.slow_consumer {
             c.slow_consumer = match v {
@@ -212,7 +376,8 @@ impl ServeArgs {
                 PolicyArg::Drop => SlowConsumerPolicy::DropOldest,
             };
         }
-        c.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        c.validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(c)
     }
 }
@@ -237,7 +402,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ringcast-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ringcast.toml");
-        std::fs::write(&path, "idle-timeout = \"2m\"\nping-interval = \"20s\"\nmax-message-size = \"2MiB\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "idle-timeout = \"2m\"\nping-interval = \"20s\"\nmax-message-size = \"2MiB\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(path),
             ping_interval: Some("5s".into()),
@@ -245,17 +414,261 @@ mod tests {
         };
         let c = args.resolve().unwrap();
         assert_eq!(c.ping_interval, Duration::from_secs(5), "flag wins");
-        assert_eq!(c.idle_timeout, Duration::from_secs(120), "file wins over default");
+        assert_eq!(
+            c.idle_timeout,
+            Duration::from_secs(120),
+            "file wins over default"
+        );
         assert_eq!(c.max_message_size, 2 << 20);
         assert_eq!(c.handshake_timeout, Duration::from_secs(10), "default");
+    }
+
+    /// `ServeArgs` as clap sees it on a command line.
+    #[derive(clap::Parser, Debug)]
+    struct Cmd {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        Cmd::try_parse_from(std::iter::once("ringcast").chain(args.iter().copied()))
+            .unwrap()
+            .serve
+    }
+
+    #[test]
+    fn pubsub_knobs_from_flags() {
+        let c = parse(&[
+            "--history-messages",
+            "50",
+            "--history-bytes",
+            "64KiB",
+            "--history-age",
+            "10m",
+            "--bus-capacity",
+            "1024",
+            "--outbox-limit",
+            "4096",
+            "--sse-keepalive",
+            "20s",
+            "--sse-retry",
+            "1500ms",
+            "--poll-timeout",
+            "10s",
+            "--poll-timeout-max",
+            "1m",
+            "--poll-limit",
+            "100",
+            "--poll-limit-max",
+            "500",
+            "--cors-origin",
+            "https://app.example.com",
+            "--cors-origin",
+            "*.example.org",
+            "--conflate",
+            "prices.*",
+            "--conflate",
+            "quotes",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(c.history.max_messages, 50);
+        assert_eq!(c.history.max_bytes, 64 * 1024);
+        assert_eq!(c.history.max_age, Some(Duration::from_secs(600)));
+        assert_eq!(c.bus_capacity, 1024);
+        assert_eq!(c.outbox_limit, 4096);
+        assert_eq!(c.sse_keepalive, Duration::from_secs(20));
+        assert_eq!(c.sse_retry, Duration::from_millis(1500));
+        assert_eq!(c.poll_timeout, Duration::from_secs(10));
+        assert_eq!(c.poll_timeout_max, Duration::from_secs(60));
+        assert_eq!(c.poll_limit, 100);
+        assert_eq!(c.poll_limit_max, 500);
+        assert_eq!(c.cors_origins, ["https://app.example.com", "*.example.org"]);
+        assert_eq!(c.conflate, ["prices.*", "quotes"]);
+    }
+
+    #[test]
+    fn pubsub_knobs_default_to_the_engine_defaults() {
+        let c = ServeArgs::default().resolve().unwrap();
+        let d = Config::default();
+        assert_eq!(c.history, d.history);
+        assert_eq!(c.history.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            (
+                c.bus_capacity,
+                c.outbox_limit,
+                c.poll_limit,
+                c.poll_limit_max
+            ),
+            (
+                d.bus_capacity,
+                d.outbox_limit,
+                d.poll_limit,
+                d.poll_limit_max
+            )
+        );
+        assert_eq!(
+            (
+                c.sse_keepalive,
+                c.sse_retry,
+                c.poll_timeout,
+                c.poll_timeout_max
+            ),
+            (
+                d.sse_keepalive,
+                d.sse_retry,
+                d.poll_timeout,
+                d.poll_timeout_max
+            )
+        );
+        assert!(c.cors_origins.is_empty() && c.conflate.is_empty());
+    }
+
+    #[test]
+    fn pubsub_knobs_from_the_file_and_lists_replaced_by_flags() {
+        let dir = std::env::temp_dir().join(format!("ringcast-cfg-pubsub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ringcast.toml");
+        std::fs::write(
+            &path,
+            concat!(
+                "history-messages = 0\n",
+                "history-age = \"off\"\n",
+                "poll-limit = 20\n",
+                "sse-keepalive = \"5s\"\n",
+                "cors-origin = [\"https://a.example\", \"*.b.example\"]\n",
+                "conflate = [\"*\"]\n",
+            ),
+        )
+        .unwrap();
+        let file_only = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(file_only.history.max_messages, 0, "0 disables history");
+        assert_eq!(file_only.history.max_age, None);
+        assert_eq!(file_only.poll_limit, 20);
+        assert_eq!(file_only.sse_keepalive, Duration::from_secs(5));
+        assert_eq!(file_only.cors_origins, ["https://a.example", "*.b.example"]);
+        assert_eq!(file_only.conflate, ["*"]);
+
+        let mut args = parse(&["--cors-origin", "https://c.example", "--poll-limit", "30"]);
+        args.config = Some(path);
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            c.cors_origins,
+            ["https://c.example"],
+            "a flag list replaces the file's list"
+        );
+        assert_eq!(c.poll_limit, 30, "flag wins");
+        assert_eq!(c.conflate, ["*"], "file list kept when no flag is given");
+    }
+
+    #[test]
+    fn history_age_off_and_zero() {
+        assert_eq!(age("off").unwrap(), None);
+        assert_eq!(age("OFF").unwrap(), None);
+        assert_eq!(age("0").unwrap(), None);
+        assert_eq!(age("0s").unwrap(), None);
+        assert_eq!(age("90s").unwrap(), Some(Duration::from_secs(90)));
+        assert!(
+            age("never")
+                .unwrap_err()
+                .to_string()
+                .contains("history-age")
+        );
+    }
+
+    #[test]
+    fn bad_pubsub_values_are_refused() {
+        for (args, needle) in [
+            (&["--conflate", "prices*"][..], "--conflate"),
+            (&["--conflate", "a b"][..], "--conflate"),
+            (&["--conflate", ".*"][..], "--conflate"),
+            (&["--cors-origin", ""][..], "--cors-origin"),
+            (
+                &["--cors-origin", "https://a.example, https://b.example"][..],
+                "--cors-origin",
+            ),
+            (
+                &["--poll-timeout", "3m"][..],
+                "poll_timeout must not exceed poll_timeout_max",
+            ),
+            (
+                &["--poll-limit", "20000"][..],
+                "poll_limit must not exceed poll_limit_max",
+            ),
+            (&["--bus-capacity", "0"][..], "bus_capacity"),
+            (&["--sse-keepalive", "10ms"][..], "sse_keepalive"),
+            (&["--sse-retry", "soon"][..], "sse-retry"),
+            (&["--history-bytes", "lots"][..], "history-bytes"),
+        ] {
+            let err = parse(args).resolve().unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        assert!(
+            toml::from_str::<ServeArgs>("cors-origin = \"https://a.example\"").is_err(),
+            "an array"
+        );
+    }
+
+    #[test]
+    fn help_lists_every_knob_with_its_default() {
+        use clap::CommandFactory;
+        let help = Cmd::command().render_long_help().to_string();
+        for flag in [
+            "--history-messages",
+            "--history-bytes",
+            "--history-age",
+            "--bus-capacity",
+            "--outbox-limit",
+            "--sse-keepalive",
+            "--sse-retry",
+            "--poll-timeout ",
+            "--poll-timeout-max",
+            "--poll-limit ",
+            "--poll-limit-max",
+            "--cors-origin",
+            "--conflate",
+        ] {
+            let at = help
+                .find(flag)
+                .unwrap_or_else(|| panic!("{flag} missing from the help"));
+            let rest = &help[at..];
+            let next = rest.find("\n\n").unwrap_or(rest.len());
+            assert!(
+                rest[..next].contains("[default: "),
+                "{flag} has no default in the help:\n{}",
+                &rest[..next]
+            );
+        }
     }
 
     #[test]
     fn unknown_file_keys_and_bad_values_are_refused() {
         assert!(toml::from_str::<ServeArgs>("no-such-knob = 1").is_err());
-        let bad = ServeArgs { idle_timeout: Some("soon".into()), ..Default::default() };
-        assert!(bad.resolve().unwrap_err().to_string().contains("idle-timeout"));
-        let bad = ServeArgs { max_frame_size: Some("lots".into()), ..Default::default() };
-        assert!(bad.resolve().unwrap_err().to_string().contains("max-frame-size"));
+        let bad = ServeArgs {
+            idle_timeout: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(
+            bad.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("idle-timeout")
+        );
+        let bad = ServeArgs {
+            max_frame_size: Some("lots".into()),
+            ..Default::default()
+        };
+        assert!(
+            bad.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("max-frame-size")
+        );
     }
 }

@@ -5,7 +5,7 @@ mod config;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-/// ringcast: a real-time push engine (WebSocket, SSE, long polling) on thread-per-core io_uring reactors.
+/// ringcast: a real-time push engine (WebSocket, SSE, long and short polling) on thread-per-core io_uring reactors.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
@@ -36,17 +36,23 @@ fn main() -> anyhow::Result<()> {
 fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     let listen = config.listen;
-    let handle = ringcast_engine::start(config).with_context(|| format!("starting the server on {listen}"))?;
+    let handle = ringcast_engine::start(config)
+        .with_context(|| format!("starting the server on {listen}"))?;
     let addr = handle.local_addr();
     tracing::info!(
         %addr,
         cores = handle.cores(),
         driver = ?handle.driver(),
-        "ringcast listening: ws://{addr}/echo (WebSocket echo), ws://{addr}/ws, http://{addr}/healthz, http://{addr}/metrics"
+        "ringcast listening: ws://{addr}/ws (pub/sub), http://{addr}/sse/{{topic}}, http://{addr}/poll/{{topic}}, \
+         http://{addr}/messages/{{topic}}, http://{addr}/publish/{{topic}}, ws://{addr}/echo, http://{addr}/healthz, \
+         http://{addr}/metrics"
     );
     let trigger = handle.shutdown_trigger();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("installing the SIGINT/SIGTERM handler")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing the SIGINT/SIGTERM handler")?;
     std::thread::Builder::new()
         .name("ringcast-signals".into())
         .spawn(move || {
@@ -54,7 +60,10 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
             for sig in signals.forever() {
                 seen += 1;
                 if seen == 1 {
-                    tracing::info!(signal = sig, "shutting down: closing connections with 1001, draining");
+                    tracing::info!(
+                        signal = sig,
+                        "shutting down: closing connections with 1001, draining"
+                    );
                     trigger.shutdown();
                 } else {
                     tracing::warn!(signal = sig, "second signal: exiting now");
