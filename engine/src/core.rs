@@ -1529,17 +1529,29 @@ pub(crate) async fn run(core: Core, listener: StdListener) -> io::Result<()> {
     core.borrow_mut().accept_canceller = Some(canceller);
     core.borrow_mut().listen_fd = Some(listener.as_raw_fd());
 
-    let accept_core = core.clone();
+    // The helper tasks hold only weak references: monoio does not drop tasks still pending when `block_on`
+    // returns, so a strong one would leak the core (its descriptors and its inbox, which then keeps accepting
+    // `Publisher` messages after the server stopped instead of reporting `Stopped`).
+    let accept_core = Rc::downgrade(&core);
     monoio::spawn(async move {
         let mut last_warn: Option<Instant> = None;
         loop {
             match listener.cancelable_accept(cancel_handle.clone()).await {
                 Ok((stream, _peer)) => {
                     let fd = stream.into_raw_fd();
-                    accept_core.borrow_mut().register(fd);
+                    match accept_core.upgrade() {
+                        Some(c) => c.borrow_mut().register(fd),
+                        None => {
+                            close_fd(fd);
+                            break;
+                        }
+                    }
                 }
                 Err(e) => {
-                    if accept_core.borrow().drain_deadline.is_some() {
+                    if accept_core
+                        .upgrade()
+                        .is_none_or(|c| c.borrow().drain_deadline.is_some())
+                    {
                         break;
                     }
                     if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
@@ -1554,11 +1566,14 @@ pub(crate) async fn run(core: Core, listener: StdListener) -> io::Result<()> {
         drop(listener);
     });
 
-    let timer_core = core.clone();
+    let timer_core = Rc::downgrade(&core);
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(interval).await;
-            let mut c = timer_core.borrow_mut();
+            let Some(c) = timer_core.upgrade() else {
+                break;
+            };
+            let mut c = c.borrow_mut();
             c.sweep();
             if c.finished() {
                 break;
