@@ -24,12 +24,16 @@ type Seqs = Vec<(u64, String)>;
 
 /// Message `k` goes to topic `k % 4`; blocks of 4 alternate between the HTTP and the `Publisher` source.
 fn data(k: usize) -> String {
-    let src = if (k / TOPICS) % 2 == 0 { "http" } else { "pub" };
+    let src = if (k / TOPICS).is_multiple_of(2) {
+        "http"
+    } else {
+        "pub"
+    };
     format!(r#"{{"k":{k},"src":"{src}"}}"#)
 }
 
 fn via_http(k: usize) -> bool {
-    (k / TOPICS) % 2 == 0
+    (k / TOPICS).is_multiple_of(2)
 }
 
 fn poll_loop(mut http: pc::Http, topic: String, long: bool) -> JoinHandle<Seqs> {

@@ -170,7 +170,7 @@ fn malformed_frames_get_error_replies_and_the_connection_stays_usable() {
         ws.send(&format!(
             r#"{{"op":"pub","topic":"{topic}","data":{{"ok":true}},"id":200}}"#
         ));
-        let mut got = vec![ws.msg(), ws.msg()];
+        let mut got = [ws.msg(), ws.msg()];
         got.sort_by(|a, b| a.kind.cmp(&b.kind));
         assert_eq!(
             (got[0].kind.as_str(), got[0].id.as_deref(), got[0].seq),
