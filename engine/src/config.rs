@@ -111,6 +111,10 @@ pub struct Config {
     pub conflate: Vec<String>,
     /// Static files served on `GET` (the demo page, the JavaScript client), matched by exact path.
     pub assets: Vec<Asset>,
+    /// Subscriber transports refused with `403` before any upgrade or stream starts: `"ws"` (`/ws`), `"sse"`
+    /// (`/sse/{topic}`), `"poll"` (`/poll/{topic}` and `/messages/{topic}`). A testing aid that plays a proxy
+    /// blocking a transport, so that clients' fallback can be exercised; HTTP publish stays open.
+    pub disabled_transports: Vec<String>,
 }
 
 /// A static file the server answers `GET path` with.
@@ -158,6 +162,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             conflate: Vec::new(),
             assets: Vec::new(),
+            disabled_transports: Vec::new(),
         }
     }
 }
@@ -197,6 +202,11 @@ pub fn origin_allowed(patterns: &[String], origin: &str) -> bool {
 }
 
 impl Config {
+    /// Is the subscriber transport `name` (`"ws"`, `"sse"` or `"poll"`) in [`Config::disabled_transports`]?
+    pub fn transport_disabled(&self, name: &str) -> bool {
+        self.disabled_transports.iter().any(|t| t == name)
+    }
+
     /// Checks the values that would make the engine misbehave; returns a message naming the knob.
     pub fn validate(&self) -> Result<(), String> {
         let nonzero = [

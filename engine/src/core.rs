@@ -487,6 +487,19 @@ impl Core {
                 self.error_response(400, e.message(), cors.as_deref(), keep_alive);
                 self.after_response(key, keep_alive)
             }
+            Some(Ok(r))
+                if self.shared.config.transport_disabled(match r {
+                    PubSubRoute::Ws => "ws",
+                    PubSubRoute::Sse(_) => "sse",
+                    PubSubRoute::Poll(_) | PubSubRoute::Messages(_) => "poll",
+                    PubSubRoute::Publish(_) => "publish",
+                }) =>
+            {
+                add(&self.stats.http_requests, 1);
+                let msg = "transport disabled on this server";
+                self.error_response(403, msg, cors.as_deref(), keep_alive);
+                self.after_response(key, keep_alive)
+            }
             Some(Ok(PubSubRoute::Ws)) => self.upgrade(key, req, Route::PubSub),
             Some(Ok(r)) => {
                 add(&self.stats.http_requests, 1);
