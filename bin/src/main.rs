@@ -1,6 +1,8 @@
 //! The `ringcast` command: `ringcast serve` runs the push server.
 
 mod config;
+mod demo;
+mod doctor;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -16,7 +18,14 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server.
-    Serve(config::ServeArgs),
+    Serve {
+        #[command(flatten)]
+        args: config::ServeArgs,
+        #[command(flatten)]
+        demo: demo::DemoArgs,
+    },
+    /// Check this machine and the configuration `serve` would run with (reads only; exit 1 on any FAIL).
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,16 +38,19 @@ fn main() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve { args, demo } => serve(args, demo),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 
-fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
-    let config = args.resolve()?;
+fn serve(args: config::ServeArgs, demo: demo::DemoArgs) -> anyhow::Result<()> {
+    let mut config = args.resolve()?;
+    demo.apply(&mut config)?;
     let listen = config.listen;
     let handle = ringcast_engine::start(config)
         .with_context(|| format!("starting the server on {listen}"))?;
     let addr = handle.local_addr();
+    let _feed = demo.start_feed(handle.publisher())?;
     tracing::info!(
         %addr,
         cores = handle.cores(),
