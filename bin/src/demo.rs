@@ -93,7 +93,10 @@ impl DemoArgs {
     }
 
     /// Starts the feed thread when the demo is on and the rate is not zero.
-    pub(crate) fn start_feed(&self, publisher: Publisher) -> anyhow::Result<Option<JoinHandle<()>>> {
+    pub(crate) fn start_feed(
+        &self,
+        publisher: Publisher,
+    ) -> anyhow::Result<Option<JoinHandle<()>>> {
         let rate = self.rate()?;
         if !self.enabled() || rate == 0.0 {
             return Ok(None);
@@ -281,9 +284,17 @@ mod tests {
         let a = assets();
         assert!(a[0].body.starts_with(b"<!doctype html>"));
         assert!(a[0].content_type.starts_with("text/html"));
-        assert!(std::str::from_utf8(&a[2].body).unwrap().contains("export function connect("));
+        assert!(
+            std::str::from_utf8(&a[2].body)
+                .unwrap()
+                .contains("export function connect(")
+        );
         assert!(a[2].content_type.starts_with("text/javascript"));
-        assert!(std::str::from_utf8(&a[3].body).unwrap().contains("export function backoffDelay("));
+        assert!(
+            std::str::from_utf8(&a[3].body)
+                .unwrap()
+                .contains("export function backoffDelay(")
+        );
     }
 
     #[test]
