@@ -194,7 +194,11 @@ mod tests {
         let r = h.after(12, 12, 100);
         assert_eq!((r.reset, r.len), (None, 0), "up to date");
         let r = h.after(40, 12, 100);
-        assert_eq!((r.reset, r.len), (Some(12), 0), "ahead of the topic (a restart): reset to where it is");
+        assert_eq!(
+            (r.reset, r.len),
+            (Some(12), 0),
+            "ahead of the topic (a restart): reset to where it is"
+        );
     }
 
     #[test]
