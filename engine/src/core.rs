@@ -788,6 +788,15 @@ impl Core {
         cors: Option<Box<str>>,
     ) -> Next {
         let keep_alive = req.keep_alive();
+        if !matches!(req.content_length(), Ok(Some(_))) {
+            self.error_response(
+                411,
+                "a publish needs a Content-Length",
+                cors.as_deref(),
+                false,
+            );
+            return self.after_response(key, false);
+        }
         let mut scratch = Vec::new();
         let data = match ringcast_protocol::pubsub::publish_data(
             req.header("content-type"),
@@ -806,6 +815,16 @@ impl Core {
                 return self.after_response(key, keep_alive);
             }
         };
+        if data.len() > self.shared.config.max_message_size {
+            // A text body grows when escaped as a JSON string; the limit applies to the message as stored.
+            self.error_response(
+                413,
+                "the message is larger than the maximum message size",
+                cors.as_deref(),
+                keep_alive,
+            );
+            return self.after_response(key, keep_alive);
+        }
         let topic: Arc<str> = Arc::from(topic);
         let token = self.token(key, None);
         let conn = &mut self.conns[key];

@@ -134,3 +134,30 @@ async fn ws_sse_and_polls_see_the_same_messages() {
     );
     common::stop(server);
 }
+
+#[test]
+fn publish_needs_content_length_and_escaped_text_counts_against_the_limit() {
+    let mut cfg = common::config();
+    cfg.max_message_size = 64;
+    let server = common::start(cfg);
+    let addr = server.local_addr();
+    let (head, _) = http(
+        addr,
+        "POST /publish/t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 411"), "{head}");
+    // 40 quote characters are 40 bytes of body but 82 bytes of JSON string.
+    let body = "\"".repeat(40);
+    let req = format!(
+        "POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 40\r\nConnection: close\r\n\r\n{body}"
+    );
+    let (head, _) = http(addr, &req);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    // A cursor ahead of the topic (as after a restart) is reset to where the topic is.
+    let (_, body) = http(
+        addr,
+        "GET /messages/t?since=99 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(body, r#"{"topic":"t","messages":[],"next":0,"reset":true}"#);
+    common::stop(server);
+}
