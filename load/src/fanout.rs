@@ -1,0 +1,528 @@
+//! Owns the `fanout` workload: subscribers over WebSocket, SSE or long polling that time and sequence-check every
+//! delivery, and the publisher (HTTP or WebSocket) whose payloads carry their send time.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use memchr::memmem;
+use ringcast_protocol::pubsub::{ClientOp, RequestId, write_client_op};
+use ringcast_protocol::sse::{EventParser, SseItem};
+use ringcast_protocol::ws::{Message, OpCode};
+
+use crate::cli::{FanoutArgs, PubVia, Transport};
+use crate::net::{Conn, MaskRng, Sources, connect, failure_reason, now_ns, ws_decoder};
+use crate::run::{Ranges, ThreadCtx};
+use crate::seq::SeqChecker;
+use crate::stats::Tally;
+
+/// The topic name of topic index `k`.
+pub fn topic_name(prefix: &str, k: usize) -> String {
+    format!("{prefix}.{k}")
+}
+
+/// The unsigned integer after `key` (e.g. `"seq":`) in `hay`, skipping spaces.
+pub fn json_u64(hay: &[u8], key: &[u8]) -> Option<u64> {
+    let pos = memmem::find(hay, key)? + key.len();
+    let rest = hay.get(pos..)?;
+    let rest = rest.get(rest.iter().take_while(|b| **b == b' ').count()..)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 {
+        return None;
+    }
+    std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
+}
+
+/// One subscriber's live state.
+#[derive(Default)]
+struct Sub {
+    topic: usize,
+    check: SeqChecker,
+}
+
+/// Records one delivery: its seq, and its latency from the `"t":` stamp in `data`.
+fn deliver(sub: &RefCell<Sub>, tally: &RefCell<Tally>, ctx: &ThreadCtx, seq: u64, data: &[u8]) {
+    sub.borrow_mut().check.record(seq);
+    let mut t = tally.borrow_mut();
+    t.received += 1;
+    t.bytes += data.len() as u64;
+    if let Some(sent) = json_u64(data, b"\"t\":") {
+        t.latency.record_us(now_ns().saturating_sub(sent) / 1000);
+    }
+    ctx.control.received.fetch_add(1, Ordering::Relaxed);
+}
+
+fn subscribed(ctx: &ThreadCtx, ok: &RefCell<bool>) {
+    *ok.borrow_mut() = true;
+    ctx.control.subscribed.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn ws_sub(
+    mut c: Conn,
+    topic: String,
+    sub: Rc<RefCell<Sub>>,
+    tally: Rc<RefCell<Tally>>,
+    ctx: Rc<ThreadCtx>,
+    ok: Rc<RefCell<bool>>,
+) -> io::Result<()> {
+    let mut rng = MaskRng::new(ctx.global as u64 * 1_000_003 + sub.borrow().topic as u64);
+    c.ws_upgrade("/ws").await?;
+    let mut op = Vec::new();
+    write_client_op(
+        &mut op,
+        &ClientOp::Sub {
+            topic: &topic,
+            since: None,
+            id: Some(RequestId("1")),
+        },
+    );
+    c.push_frame(OpCode::Text, &op, &mut rng);
+    c.flush().await?;
+    let mut dec = ws_decoder();
+    let mut pongs: Vec<Vec<u8>> = Vec::new();
+    loop {
+        c.fill().await?;
+        let input = c.input();
+        let len = input.len();
+        let mut pos = 0;
+        let mut closed = false;
+        loop {
+            let rest = input.get_mut(pos..).unwrap_or_default();
+            let (n, msg) = dec
+                .decode(rest)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.as_str()))?;
+            pos += n;
+            match msg {
+                Some(Message::Text(s)) => {
+                    let b = s.as_bytes();
+                    if memmem::find(b, b"\"type\":\"msg\"").is_some() {
+                        let seq = json_u64(b, b"\"seq\":").unwrap_or(0);
+                        let data = memmem::find(b, b"\"data\":")
+                            .and_then(|p| b.get(p..))
+                            .unwrap_or(b);
+                        deliver(&sub, &tally, &ctx, seq, data);
+                    } else if memmem::find(b, b"\"type\":\"ack\"").is_some() {
+                        subscribed(&ctx, &ok);
+                    } else if memmem::find(b, b"\"type\":\"reset\"").is_some() {
+                        tally.borrow_mut().error("reset");
+                    } else {
+                        tally.borrow_mut().error("error_reply");
+                    }
+                }
+                Some(Message::Binary(_)) => tally.borrow_mut().error("unexpected_binary"),
+                Some(Message::Ping(p)) => pongs.push(p.to_vec()),
+                Some(Message::Pong(_)) => {}
+                Some(Message::Close(_)) => closed = true,
+                None => break,
+            }
+        }
+        c.consume(len);
+        if closed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "closed_by_server",
+            ));
+        }
+        if !pongs.is_empty() {
+            for p in pongs.drain(..) {
+                c.push_frame(OpCode::Pong, &p, &mut rng);
+            }
+            c.flush().await?;
+        }
+    }
+}
+
+async fn sse_sub(
+    mut c: Conn,
+    topic: String,
+    sub: Rc<RefCell<Sub>>,
+    tally: Rc<RefCell<Tally>>,
+    ctx: Rc<ThreadCtx>,
+    ok: Rc<RefCell<bool>>,
+) -> io::Result<()> {
+    let req =
+        format!("GET /sse/{topic} HTTP/1.1\r\nHost: load\r\nAccept: text/event-stream\r\n\r\n");
+    c.send(req.as_bytes()).await?;
+    let h = c.read_head().await?;
+    if h.status != 200 {
+        return Err(crate::net::status_error(h.status));
+    }
+    subscribed(&ctx, &ok);
+    let mut parser = EventParser::new();
+    let mut items = Vec::new();
+    loop {
+        let input = c.input();
+        let len = input.len();
+        parser.feed(input, &mut items);
+        c.consume(len);
+        for it in items.drain(..) {
+            if let SseItem::Event(ev) = it {
+                if ev.event_type_or_message() != "message" {
+                    tally.borrow_mut().error("reset");
+                    continue;
+                }
+                let seq = ev.id.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
+                deliver(&sub, &tally, &ctx, seq, ev.data.as_bytes());
+            }
+        }
+        c.fill().await?;
+    }
+}
+
+/// The poll body fields the subscriber reads.
+#[derive(serde::Deserialize)]
+struct PollBody {
+    #[serde(default)]
+    messages: Vec<PollMsg>,
+    /// ringcast's single-topic body: the cursor to send back.
+    #[serde(default)]
+    next: Option<u64>,
+    /// The multi-topic body's cursor object.
+    #[serde(default)]
+    cursor: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    reset: serde_json::Value,
+}
+
+impl PollBody {
+    fn next(&self, topic: &str) -> Option<u64> {
+        self.next.or_else(|| self.cursor.get(topic).copied())
+    }
+
+    fn is_reset(&self) -> bool {
+        match &self.reset {
+            serde_json::Value::Bool(b) => *b,
+            serde_json::Value::Object(m) => !m.is_empty(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PollMsg {
+    seq: u64,
+    data: Box<serde_json::value::RawValue>,
+}
+
+async fn poll_sub(
+    mut c: Conn,
+    topic: String,
+    sub: Rc<RefCell<Sub>>,
+    tally: Rc<RefCell<Tally>>,
+    ctx: Rc<ThreadCtx>,
+    ok: Rc<RefCell<bool>>,
+) -> io::Result<()> {
+    let bad = |_| io::Error::new(io::ErrorKind::InvalidData, "bad_poll_body");
+    let req = format!("GET /messages/{topic} HTTP/1.1\r\nHost: load\r\n\r\n");
+    c.send(req.as_bytes()).await?;
+    let (status, body) = c.read_response().await?;
+    if status != 200 {
+        return Err(crate::net::status_error(status));
+    }
+    let b: PollBody = serde_json::from_slice(&body).map_err(bad)?;
+    let mut since = b.next(&topic).unwrap_or(0);
+    subscribed(&ctx, &ok);
+    loop {
+        let req =
+            format!("GET /poll/{topic}?since={since}&timeout=20 HTTP/1.1\r\nHost: load\r\n\r\n");
+        c.send(req.as_bytes()).await?;
+        let (status, body) = c.read_response().await?;
+        if status != 200 {
+            return Err(crate::net::status_error(status));
+        }
+        let b: PollBody = serde_json::from_slice(&body).map_err(bad)?;
+        if b.is_reset() {
+            tally.borrow_mut().error("reset");
+        }
+        for m in &b.messages {
+            deliver(&sub, &tally, &ctx, m.seq, m.data.get().as_bytes());
+        }
+        since = b.next(&topic).unwrap_or(since);
+    }
+}
+
+/// One reactor thread of `fanout`: subscribe its share, report ready, and after the go signal (which carries the
+/// published ranges) keep reading for the grace period, then check every subscriber's seqs.
+pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
+    let ctx = Rc::new(ctx);
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    let src = Sources {
+        base: ctx.common.source_base,
+        count: ctx.common.source_addrs,
+    };
+    let topics = args.topics.max(1);
+    let mut subs = Vec::new();
+    let t0 = Instant::now();
+    for i in ctx.share(args.subscribers) {
+        let sub = Rc::new(RefCell::new(Sub {
+            topic: i % topics,
+            check: SeqChecker::new(),
+        }));
+        let ok = Rc::new(RefCell::new(false));
+        let failed = Rc::new(RefCell::new(false));
+        subs.push((sub.clone(), ok.clone(), failed.clone()));
+        let (cx, t) = (ctx.clone(), tally.clone());
+        let topic = topic_name(&args.topic_prefix, i % topics);
+        let transport = args.transport.nth(i);
+        monoio::spawn(async move {
+            t.borrow_mut().attempted += 1;
+            let r = match connect(cx.common.target, src.for_index(i as u64)).await {
+                Ok(s) => {
+                    t.borrow_mut().established += 1;
+                    cx.control.established.fetch_add(1, Ordering::Relaxed);
+                    let c = Conn::new(s, 8 * 1024);
+                    let (s2, t2, c2, o2) = (sub, t.clone(), cx.clone(), ok.clone());
+                    match transport {
+                        Transport::Sse => sse_sub(c, topic, s2, t2, c2, o2).await,
+                        Transport::Poll => poll_sub(c, topic, s2, t2, c2, o2).await,
+                        _ => ws_sub(c, topic, s2, t2, c2, o2).await,
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                *failed.borrow_mut() = true;
+                let reason = failure_reason(&e);
+                if *ok.borrow() {
+                    t.borrow_mut().error(&reason);
+                } else {
+                    t.borrow_mut().fail(&reason);
+                    cx.control.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        if subs.len() % 256 == 0 {
+            // Let the first connections proceed while the rest are spawned.
+            monoio::time::sleep(Duration::from_micros(1)).await;
+        }
+    }
+    // Ready when every subscriber has subscribed or failed (at most 60 s).
+    let limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = subs
+            .iter()
+            .filter(|(_, ok, f)| !*ok.borrow() && !*f.borrow())
+            .count();
+        if pending == 0 || Instant::now() > limit {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tally.borrow_mut().connect_secs = t0.elapsed().as_secs_f64();
+    ctx.control.set_ready();
+    ctx.control.wait_go().await;
+    let ranges = ctx.control.ranges();
+    // Keep reading until every subscriber reached its topic's last seq, or the grace period ends.
+    let grace = Instant::now() + Duration::from_millis(args.grace_ms);
+    loop {
+        let behind = subs.iter().any(|(s, ok, f)| {
+            let s = s.borrow();
+            let last = ranges.get(s.topic).copied().flatten().map_or(0, |r| r.1);
+            *ok.borrow() && !*f.borrow() && s.check.highest() < last
+        });
+        if !behind || Instant::now() > grace {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut t = tally.borrow().clone();
+    for (s, ok, _) in &subs {
+        if !*ok.borrow() {
+            continue;
+        }
+        let s = s.borrow();
+        let r = s.check.finish(ranges.get(s.topic).copied().flatten());
+        t.expected += r.delivered + r.lost;
+        t.lost += r.lost;
+        t.duplicated += r.duplicated;
+        t.out_of_order += r.out_of_order;
+    }
+    t
+}
+
+/// What the publisher did.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    /// Messages published (acknowledged with a seq).
+    pub count: u64,
+    /// Per topic, the first and last seq published.
+    pub ranges: Ranges,
+    /// Seconds from the first publish to the last.
+    pub secs: f64,
+    /// Errors, if the publisher stopped early.
+    pub error: Option<String>,
+}
+
+/// The publish body: the send time first, then a counter and padding.
+pub fn publish_body(n: u64, pad: &str) -> String {
+    format!("{{\"t\":{},\"i\":{n},\"p\":\"{pad}\"}}", now_ns())
+}
+
+/// Publishes on `args.topics` topics round-robin at `args.rate` (0: as fast as acknowledgements come back) for
+/// `args.duration` seconds or `args.messages` messages, one request at a time. Runs on its own runtime.
+pub fn publish(target: std::net::SocketAddr, args: &FanoutArgs) -> Published {
+    let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build();
+    match rt {
+        Ok(mut rt) => rt.block_on(publish_async(target, args)),
+        Err(e) => Published {
+            error: Some(format!("runtime: {e}")),
+            ..Published::default()
+        },
+    }
+}
+
+async fn publish_async(target: std::net::SocketAddr, args: &FanoutArgs) -> Published {
+    let topics = args.topics.max(1);
+    let mut out = Published {
+        ranges: vec![None; topics],
+        ..Published::default()
+    };
+    let names: Vec<String> = (0..topics)
+        .map(|k| topic_name(&args.topic_prefix, k))
+        .collect();
+    let pad = "x".repeat(args.pad);
+    let mut c = match connect(target, None).await {
+        Ok(s) => Conn::new(s, 16 * 1024),
+        Err(e) => {
+            out.error = Some(failure_reason(&e));
+            return out;
+        }
+    };
+    let mut rng = MaskRng::new(42);
+    let mut dec = ws_decoder();
+    if args.publish_via == PubVia::Ws
+        && let Err(e) = c.ws_upgrade("/ws").await
+    {
+        out.error = Some(failure_reason(&e));
+        return out;
+    }
+    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(args.duration);
+    let mut next = start;
+    let mut n = 0u64;
+    while Instant::now() < end && (args.messages == 0 || n < args.messages) {
+        let k = (n as usize) % topics;
+        let topic = names.get(k).map_or("", String::as_str);
+        let body = publish_body(n, &pad);
+        let r = match args.publish_via {
+            PubVia::Http => publish_http(&mut c, topic, &body).await,
+            PubVia::Ws => publish_ws(&mut c, &mut dec, &mut rng, topic, &body, n).await,
+        };
+        match r {
+            Ok(seq) => {
+                if let Some(slot) = out.ranges.get_mut(k) {
+                    *slot = Some(slot.map_or((seq, seq), |(a, _)| (a, seq)));
+                }
+                out.count += 1;
+            }
+            Err(e) => {
+                out.error = Some(failure_reason(&e));
+                break;
+            }
+        }
+        n += 1;
+        if let Some(iv) = interval {
+            next += iv;
+            let now = Instant::now();
+            if next > now {
+                monoio::time::sleep(next - now).await;
+            }
+        }
+    }
+    out.secs = start.elapsed().as_secs_f64();
+    out
+}
+
+async fn publish_http(c: &mut Conn, topic: &str, body: &str) -> io::Result<u64> {
+    let req = format!(
+        "POST /publish/{topic} HTTP/1.1\r\nHost: load\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    c.send(req.as_bytes()).await?;
+    let (status, resp) = c.read_response().await?;
+    if status != 200 {
+        return Err(crate::net::status_error(status));
+    }
+    json_u64(&resp, b"\"seq\":")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "publish_no_seq"))
+}
+
+async fn publish_ws(
+    c: &mut Conn,
+    dec: &mut ringcast_protocol::ws::Decoder<ringcast_protocol::ws::Client>,
+    rng: &mut MaskRng,
+    topic: &str,
+    body: &str,
+    n: u64,
+) -> io::Result<u64> {
+    let id = n.to_string();
+    let mut op = Vec::new();
+    write_client_op(
+        &mut op,
+        &ClientOp::Pub {
+            topic,
+            data: body,
+            id: Some(RequestId(&id)),
+        },
+    );
+    c.push_frame(OpCode::Text, &op, rng);
+    c.flush().await?;
+    loop {
+        c.fill().await?;
+        let input = c.input();
+        let len = input.len();
+        let mut pos = 0;
+        let mut seq = None;
+        loop {
+            let rest = input.get_mut(pos..).unwrap_or_default();
+            let (k, msg) = dec
+                .decode(rest)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.as_str()))?;
+            pos += k;
+            match msg {
+                Some(Message::Text(s)) => {
+                    let b = s.as_bytes();
+                    if memmem::find(b, b"\"type\":\"ack\"").is_some() {
+                        seq = json_u64(b, b"\"seq\":");
+                    } else if memmem::find(b, b"\"type\":\"error\"").is_some() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "publish_refused",
+                        ));
+                    }
+                }
+                Some(Message::Close(_)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        c.consume(len);
+        if let Some(s) = seq {
+            return Ok(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_fields() {
+        let m =
+            br#"{"type":"msg","topic":"load.0","seq":42,"data":{"t":1700000000000000000,"i":3}}"#;
+        assert_eq!(json_u64(m, b"\"seq\":"), Some(42));
+        assert_eq!(json_u64(m, b"\"t\":"), Some(1_700_000_000_000_000_000));
+        assert_eq!(json_u64(b"{\"seq\": 7}", b"\"seq\":"), Some(7));
+        assert_eq!(json_u64(b"{\"seq\":\"7\"}", b"\"seq\":"), None);
+        assert_eq!(json_u64(b"{}", b"\"seq\":"), None);
+        let body = publish_body(5, "ab");
+        assert!(body.ends_with(",\"i\":5,\"p\":\"ab\"}"), "{body}");
+        assert!(json_u64(body.as_bytes(), b"\"t\":").is_some());
+    }
+}
