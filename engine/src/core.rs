@@ -815,16 +815,6 @@ impl Core {
                 return self.after_response(key, keep_alive);
             }
         };
-        if data.len() > self.shared.config.max_message_size {
-            // A text body grows when escaped as a JSON string; the limit applies to the message as stored.
-            self.error_response(
-                413,
-                "the message is larger than the maximum message size",
-                cors.as_deref(),
-                keep_alive,
-            );
-            return self.after_response(key, keep_alive);
-        }
         let topic: Arc<str> = Arc::from(topic);
         let token = self.token(key, None);
         let conn = &mut self.conns[key];

@@ -74,18 +74,26 @@ impl Publisher {
         }
     }
 
-    /// Publishes `text` as a JSON string.
+    /// Publishes `text` as a JSON string. The size limit applies to `text` itself, as it does to an HTTP publish
+    /// body, not to its escaped form.
     pub fn publish_text(&self, topic: &str, text: &str) -> Result<(), PublishError> {
+        if text.len() > self.max_message_size {
+            return Err(PublishError::TooLarge);
+        }
         let mut json = Vec::with_capacity(text.len() + 2);
         ringcast_protocol::poll::write_json_string(&mut json, text);
-        self.send(topic, Bytes::from(json))
+        self.send_unchecked_size(topic, Bytes::from(json))
     }
 
     fn send(&self, topic: &str, data: Bytes) -> Result<(), PublishError> {
-        validate_topic(topic).map_err(PublishError::InvalidTopic)?;
         if data.len() > self.max_message_size {
             return Err(PublishError::TooLarge);
         }
+        self.send_unchecked_size(topic, data)
+    }
+
+    fn send_unchecked_size(&self, topic: &str, data: Bytes) -> Result<(), PublishError> {
+        validate_topic(topic).map_err(PublishError::InvalidTopic)?;
         let owner = (topic_hash(topic) % self.mesh.cores() as u64) as usize;
         let msg = CoreMsg::Publish {
             topic: Arc::from(topic),

@@ -119,9 +119,9 @@ fn a_publisher_on_std_threads_reaches_subscribers_on_every_core() {
     let big = format!("\"{}\"", "x".repeat(4096));
     assert_eq!(p.publish_json(&topics[0], big), Err(PublishError::TooLarge));
     assert_eq!(
-        p.publish_text(&topics[0], &"y".repeat(4095)),
+        p.publish_text(&topics[0], &"y".repeat(4097)),
         Err(PublishError::TooLarge),
-        "the quoted string is over the limit"
+        "the text is over the limit (the limit applies to the text, as to an HTTP publish body)"
     );
     // Exactly the limit passes.
     p.publish_json(&topics[0], format!("\"{}\"", "z".repeat(4094)))
