@@ -36,6 +36,9 @@ cargo test --workspace --doc --quiet
 step "fuzz targets compile"
 cargo check --manifest-path fuzz/Cargo.toml --bins --quiet
 
+step "browser client and demo page: unit tests and headless Chromium end-to-end (web/test/run.sh)"
+bash web/test/run.sh
+
 if [ -x scripts/autobahn.sh ]; then
   step "Autobahn|Testsuite"
   bash scripts/autobahn.sh
