@@ -139,14 +139,12 @@ pub fn failure_reason(e: &io::Error) -> String {
         Some(libc::ECONNRESET) | Some(libc::EPIPE) => "reset".into(),
         Some(libc::ETIMEDOUT) => "timeout".into(),
         Some(n) => format!("io_{n}"),
-        None => match e.kind() {
-            io::ErrorKind::UnexpectedEof => "eof".into(),
-            io::ErrorKind::TimedOut => "timeout".into(),
-            io::ErrorKind::InvalidData => e
-                .get_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "invalid_data".into()),
-            k => format!("{k:?}").to_lowercase(),
+        // Errors made by this crate carry their reason as the message.
+        None => match (e.get_ref(), e.kind()) {
+            (Some(m), io::ErrorKind::InvalidData | io::ErrorKind::TimedOut) => m.to_string(),
+            (_, io::ErrorKind::UnexpectedEof) => "eof".into(),
+            (_, io::ErrorKind::TimedOut) => "timeout".into(),
+            (_, k) => format!("{k:?}").to_lowercase(),
         },
     }
 }

@@ -1,0 +1,348 @@
+//! The load generator's counters against fake servers with known behaviour: a pub/sub server that drops one
+//! message, duplicates one and swaps two (the fanout checker must report exactly those counts, and all zeros when
+//! the same server behaves), an echo server that counts what it echoes (and one that swallows a message), and the
+//! `--json` output of the real binary.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use ringcast_load::app::execute;
+use ringcast_load::cli::Cli;
+use ringcast_load::stats::Report;
+use ringcast_protocol::ws::{Decoder, DecoderConfig, Message, OpCode, Server, encode_server_frame};
+
+/// Reads a request head; returns its first line and Content-Length.
+fn read_head(r: &mut BufReader<TcpStream>) -> Option<(String, usize)> {
+    let mut first = String::new();
+    if r.read_line(&mut first).ok()? == 0 {
+        return None;
+    }
+    let mut len = 0;
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).ok()?;
+        if l == "\r\n" || l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    Some((first, len))
+}
+
+const SWITCH: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+fn text_frame(s: &str) -> Vec<u8> {
+    let mut f = Vec::new();
+    encode_server_frame(&mut f, true, OpCode::Text, s.as_bytes());
+    f
+}
+
+/// Reads client frames from `r` and calls `on` with each data message; stops at EOF or close.
+fn frames(r: &mut BufReader<TcpStream>, mut on: impl FnMut(&[u8]) -> bool) {
+    let mut dec = Decoder::<Server>::new(DecoderConfig::default());
+    let mut buf = vec![0u8; 64 * 1024];
+    // Bytes the BufReader already holds first.
+    let mut pending = r.buffer().to_vec();
+    r.consume(pending.len());
+    loop {
+        let mut pos = 0;
+        loop {
+            let (n, m) = match dec.decode(&mut pending[pos..]) {
+                Ok(v) => v,
+                Err(_) => return,
+            };
+            pos += n;
+            match m {
+                Some(Message::Binary(p)) => {
+                    if !on(p) {
+                        return;
+                    }
+                }
+                Some(Message::Text(t)) => {
+                    if !on(t.as_bytes()) {
+                        return;
+                    }
+                }
+                Some(Message::Close(_)) => return,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let n = match r.get_mut().read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        pending.clear();
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A fake pub/sub server: `/ws` subscribers get an ack, `POST /publish/{t}` numbers messages 1, 2, … and
+/// delivers them; with `faults`, seq 3 is dropped, seq 5 sent twice and seqs 7 and 8 swapped.
+fn fake_pubsub(faults: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let subs: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let seq = Arc::new(AtomicU64::new(0));
+    let held: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let (subs, seq, held) = (subs.clone(), seq.clone(), held.clone());
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                while let Some((line, len)) = read_head(&mut r) {
+                    if line.starts_with("GET /ws") {
+                        w.write_all(SWITCH).unwrap();
+                        let mut sub_w = w.try_clone().unwrap();
+                        let subs = subs.clone();
+                        frames(&mut r, move |op| {
+                            assert!(op.starts_with(b"{\"op\":\"sub\""));
+                            sub_w
+                                .write_all(&text_frame(r#"{"type":"ack","id":1}"#))
+                                .unwrap();
+                            subs.lock().unwrap().push(sub_w.try_clone().unwrap());
+                            true
+                        });
+                        return;
+                    }
+                    let mut body = vec![0u8; len];
+                    r.read_exact(&mut body).unwrap();
+                    let n = seq.fetch_add(1, Ordering::SeqCst) + 1;
+                    let data = String::from_utf8(body).unwrap();
+                    let msg = text_frame(&format!(
+                        r#"{{"type":"msg","topic":"load.0","seq":{n},"data":{data}}}"#
+                    ));
+                    let mut out = Vec::new();
+                    match (faults, n) {
+                        (true, 3) => {}
+                        (true, 5) => {
+                            out.extend_from_slice(&msg);
+                            out.extend_from_slice(&msg);
+                        }
+                        (true, 7) => *held.lock().unwrap() = Some(msg),
+                        (true, 8) => {
+                            out.extend_from_slice(&msg);
+                            out.extend(held.lock().unwrap().take().unwrap());
+                        }
+                        _ => out = msg,
+                    }
+                    for s in subs.lock().unwrap().iter_mut() {
+                        s.write_all(&out).unwrap();
+                    }
+                    let resp = format!(r#"{{"topic":"load.0","seq":{n}}}"#);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        resp.len()
+                    );
+                    w.write_all(head.as_bytes()).unwrap();
+                    w.write_all(resp.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn cli(addr: SocketAddr, rest: &str) -> Cli {
+    let mut args = vec![
+        "ringcast-load".to_owned(),
+        "--target".into(),
+        addr.to_string(),
+    ];
+    args.extend(rest.split_whitespace().map(str::to_owned));
+    Cli::parse_from(args)
+}
+
+#[test]
+fn fanout_checker_reports_exactly_the_injected_faults() {
+    let addr = fake_pubsub(true);
+    let r = execute(&cli(
+        addr,
+        "fanout -n 3 -k 1 --messages 10 --rate 0 --duration 10 --grace-ms 2000",
+    ))
+    .unwrap();
+    assert_eq!(r.established, 3, "{r}");
+    assert_eq!(r.published, 10, "{r}");
+    assert_eq!(r.expected, 30, "{r}");
+    assert_eq!(r.lost, 3, "one lost per subscriber: {r}");
+    assert_eq!(r.duplicated, 3, "one duplicate per subscriber: {r}");
+    assert_eq!(r.out_of_order, 3, "one swapped pair per subscriber: {r}");
+    // 9 distinct + 1 duplicate per subscriber.
+    assert_eq!(r.received, 30, "{r}");
+    assert_eq!(r.latency_us.map(|l| l.count), Some(30));
+}
+
+#[test]
+fn fanout_checker_reports_zero_for_a_correct_server() {
+    let addr = fake_pubsub(false);
+    let r = execute(&cli(
+        addr,
+        "fanout -n 4 -k 1 --messages 20 --rate 0 --duration 10 --grace-ms 2000",
+    ))
+    .unwrap();
+    assert_eq!((r.published, r.expected, r.received), (20, 80, 80), "{r}");
+    assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "{r}");
+    assert!(r.errors.is_empty(), "{r}");
+}
+
+/// A fake echo server counting the messages it echoes; with `swallow`, the 50th message on the first connection
+/// is not echoed.
+fn fake_echo(swallow: bool) -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let echoed = Arc::new(AtomicU64::new(0));
+    let count = echoed.clone();
+    let conns = Arc::new(AtomicU64::new(0));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let (echoed, conn_no) = (echoed.clone(), conns.fetch_add(1, Ordering::SeqCst));
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                if read_head(&mut r).is_none() {
+                    return;
+                }
+                w.write_all(SWITCH).unwrap();
+                let mut n = 0u64;
+                frames(&mut r, |p| {
+                    n += 1;
+                    if swallow && conn_no == 0 && n == 50 {
+                        return true;
+                    }
+                    let mut f = Vec::new();
+                    encode_server_frame(&mut f, true, OpCode::Binary, p);
+                    echoed.fetch_add(1, Ordering::SeqCst);
+                    w.write_all(&f).is_ok()
+                });
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn echo_counts_match_the_server() {
+    let (addr, echoed) = fake_echo(false);
+    let r = execute(&cli(addr, "echo -n 4 --size 100 --window 8 --duration 1")).unwrap();
+    let server = echoed.load(Ordering::SeqCst);
+    assert!(server > 100, "{r}");
+    assert_eq!(r.received, server, "{r}");
+    assert_eq!(r.sent, server, "every sent message was echoed: {r}");
+    assert_eq!(r.messages_per_sec, server as f64, "{r}");
+    assert_eq!(r.bytes_per_sec, server as f64 * 100.0, "{r}");
+    assert_eq!(r.latency_us.map(|l| l.count), Some(server));
+    assert!(r.errors.is_empty(), "{r}");
+    assert_eq!(r.established, 4);
+}
+
+#[test]
+fn echo_notices_a_swallowed_message() {
+    let (addr, echoed) = fake_echo(true);
+    let r = execute(&cli(addr, "echo -n 2 --size 16 --window 4 --duration 1")).unwrap();
+    let server = echoed.load(Ordering::SeqCst);
+    assert_eq!(r.received, server, "{r}");
+    assert_eq!(r.sent, server + 1, "one message never came back: {r}");
+    assert_eq!(r.errors.get("drain_timeout"), Some(&1), "{r}");
+}
+
+#[test]
+fn json_output_parses_and_source_addresses_work() {
+    let (addr, echoed) = fake_echo(false);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
+        .args([
+            "--target",
+            &addr.to_string(),
+            "--json",
+            "--source-addrs",
+            "3",
+        ])
+        .args([
+            "echo",
+            "-n",
+            "3",
+            "--size",
+            "32",
+            "--window",
+            "2",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let r = Report::from_json(stdout.trim()).unwrap();
+    assert_eq!(r.mode, "echo");
+    assert_eq!(r.received, echoed.load(Ordering::SeqCst));
+    assert_eq!(r.established, 3);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for k in [
+        "messages_per_sec",
+        "bytes_per_sec",
+        "latency_us",
+        "failures",
+        "errors",
+        "cpu_secs",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}: {stdout}");
+    }
+    for k in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(v["latency_us"][k].is_u64(), "latency {k}: {stdout}");
+    }
+}
+
+#[test]
+fn worker_processes_aggregate_over_the_pipe() {
+    let (addr, echoed) = fake_echo(false);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
+        .args(["--target", &addr.to_string(), "--json", "--procs", "2"])
+        .args([
+            "echo",
+            "-n",
+            "4",
+            "--size",
+            "8",
+            "--window",
+            "2",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = Report::from_json(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!((r.procs, r.established), (2, 4));
+    assert_eq!(r.received, echoed.load(Ordering::SeqCst));
+}
+
+#[test]
+fn refused_connections_are_counted_by_reason() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let r = execute(&cli(addr, "connect -n 5 --hold 0")).unwrap();
+    assert_eq!((r.attempted, r.established), (5, 0), "{r}");
+    assert_eq!(r.failures.get("refused"), Some(&5), "{r}");
+    assert_eq!(r.limit, None);
+}
