@@ -109,6 +109,9 @@ pub struct Config {
     /// Topic patterns (exact name, or a prefix ending in `.*`, or `*`) whose slow subscribers get only the newest
     /// message instead of the backlog.
     pub conflate: Vec<String>,
+    /// Messages per second a pub/sub WebSocket client may send, with a burst of one second's worth; over it the
+    /// connection is closed with 1008. 0 disables the limit. (The `/echo` route is not limited.)
+    pub ws_rate_limit: u32,
     /// Static files served on `GET` (the demo page, the JavaScript client), matched by exact path.
     pub assets: Vec<Asset>,
     /// Subscriber transports refused with `403` before any upgrade or stream starts: `"ws"` (`/ws`), `"sse"`
@@ -162,6 +165,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             conflate: Vec::new(),
             assets: Vec::new(),
+            ws_rate_limit: 1000,
             disabled_transports: Vec::new(),
         }
     }

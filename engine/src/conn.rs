@@ -93,6 +93,9 @@ pub(crate) struct Conn {
     /// Handshake deadline (state Http) or close deadline (state Closing).
     pub(crate) deadline: Tick,
     pub(crate) decoder: Decoder<Server>,
+    /// Token bucket of the pub/sub message rate limit: messages the client may still send, and when it was refilled.
+    pub(crate) rate_tokens: u32,
+    pub(crate) rate_tick: Tick,
     /// A request head received in pieces; empty (no allocation) otherwise.
     pub(crate) head: Vec<u8>,
     pub(crate) out: Option<Box<OutQueue>>,

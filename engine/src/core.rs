@@ -239,6 +239,8 @@ impl Core {
             last_heard: self.now,
             deadline: self.now.wrapping_add(self.timers.handshake),
             decoder: Decoder::new(self.decoder_config),
+            rate_tokens: self.shared.config.ws_rate_limit,
+            rate_tick: self.now,
             head: Vec::new(),
             out: None,
             ext: None,
@@ -868,6 +870,16 @@ impl Core {
                     pos += n;
                     add(&self.stats.frames_in, 1);
                     match msg {
+                        _ if route == Route::PubSub && !self.take_rate_token(key) => {
+                            add(&self.stats.rate_limited, 1);
+                            self.stats.protocol_error(CloseCode::POLICY_VIOLATION.0);
+                            self.stage_close(CloseCode::POLICY_VIOLATION, "rate limit exceeded");
+                            let conn = &mut self.conns[key];
+                            conn.state = State::Closing;
+                            conn.flags |= ERRORED;
+                            conn.deadline = self.now.wrapping_add(self.timers.close);
+                            break;
+                        }
                         Message::Text(t) if route == Route::PubSub => self.on_pubsub_text(key, t),
                         Message::Binary(_) if route == Route::PubSub => {
                             let mut reply = Vec::new();
@@ -935,6 +947,26 @@ impl Core {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.decoder = decoder;
         }
+    }
+
+    /// Takes one message from the connection's rate bucket (refilled by elapsed time); false when it is empty.
+    fn take_rate_token(&mut self, key: usize) -> bool {
+        let rate = self.shared.config.ws_rate_limit;
+        if rate == 0 {
+            return true;
+        }
+        let conn = &mut self.conns[key];
+        let elapsed = u64::from(self.now.wrapping_sub(conn.rate_tick));
+        if elapsed > 0 {
+            let refill = elapsed * u64::from(rate) / crate::conn::TICKS_PER_SEC;
+            conn.rate_tokens = (u64::from(conn.rate_tokens) + refill).min(u64::from(rate)) as u32;
+            conn.rate_tick = self.now;
+        }
+        if conn.rate_tokens == 0 {
+            return false;
+        }
+        conn.rate_tokens -= 1;
+        true
     }
 
     /// Bytes that arrive after our close frame was queued.

@@ -35,6 +35,7 @@ pub struct CoreStats {
     pub(crate) conflated: AtomicU64,
     pub(crate) bus_dropped: AtomicU64,
     pub(crate) bus_gaps: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
 }
 
 /// Adds `n` to a single-writer counter.
@@ -98,7 +99,7 @@ impl CoreStats {
 pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>) {
     use std::io::Write;
     type Getter = fn(&CoreStats) -> &AtomicU64;
-    let families: [(&str, &str, &str, Getter); 21] = [
+    let families: [(&str, &str, &str, Getter); 22] = [
         (
             "ringcast_connections_open",
             "gauge",
@@ -212,6 +213,12 @@ pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>)
             "counter",
             "Cross-core messages dropped because a core's outbox to another core overflowed.",
             |s| &s.bus_dropped,
+        ),
+        (
+            "ringcast_ws_rate_limited_total",
+            "counter",
+            "Pub/sub WebSocket connections closed with 1008 for sending over the rate limit.",
+            |s| &s.rate_limited,
         ),
         (
             "ringcast_bus_gaps_total",

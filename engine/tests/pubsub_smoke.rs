@@ -164,3 +164,53 @@ fn publish_needs_content_length_and_the_limit_applies_to_the_body() {
     assert_eq!(body, r#"{"topic":"t","messages":[],"next":1,"reset":true}"#);
     common::stop(server);
 }
+
+#[tokio::test]
+async fn a_pubsub_client_over_its_rate_is_closed_with_1008() {
+    let mut cfg = common::config();
+    cfg.ws_rate_limit = 20;
+    let server = common::start(cfg);
+    let (mut ws, _) = tokio_tungstenite::connect_async(common::ws_url(&server, "/ws"))
+        .await
+        .unwrap();
+    for i in 0..100 {
+        let op = format!(r#"{{"op":"pub","topic":"flood","data":{i}}}"#);
+        if ws.send(Message::text(op)).await.is_err() {
+            break;
+        }
+    }
+    let mut code = None;
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Close(Some(f)) = m {
+            code = Some(u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(1008));
+    // The echo route is not rate limited.
+    let (mut echo, _) = tokio_tungstenite::connect_async(common::ws_url(&server, "/echo"))
+        .await
+        .unwrap();
+    for i in 0..100 {
+        echo.send(Message::text(format!("{i}"))).await.unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(
+            echo.next().await.unwrap().unwrap(),
+            Message::text(format!("{i}"))
+        );
+    }
+    let mut metrics = String::new();
+    let mut s = common::raw(&server);
+    let head = common::request_head(
+        &mut s,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"));
+    std::io::Read::read_to_string(&mut s, &mut metrics).unwrap();
+    assert!(
+        metrics.contains("ringcast_ws_rate_limited_total{core=\"0\"} 1"),
+        "{metrics}"
+    );
+    common::stop(server);
+}
