@@ -128,6 +128,10 @@ pub(crate) struct ServeArgs {
     /// Largest limit a poll request may ask for; larger asks are capped [default: 10000]
     #[arg(long, value_name = "N")]
     pub poll_limit_max: Option<usize>,
+    /// Messages per second a pub/sub WebSocket client may send (burst: one second's worth); over it the connection
+    /// is closed with 1008; 0 disables [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub ws_rate_limit: Option<u32>,
     /// Origin allowed by CORS on the HTTP transports: exact ("https://app.example.com"), "*.example.com" for
     /// subdomains, or "*"; repeat the flag for more (in TOML: an array). Flags replace the file's list
     /// [default: none, no CORS headers]
@@ -256,6 +260,7 @@ impl ServeArgs {
             poll_timeout_max,
             poll_limit,
             poll_limit_max,
+            ws_rate_limit,
             cors_origin,
             conflate
         )
@@ -354,6 +359,9 @@ impl ServeArgs {
             if let Some(v) = field {
                 *target = v;
             }
+        }
+        if let Some(v) = a.ws_rate_limit {
+            c.ws_rate_limit = v;
         }
         if let Some(v) = &a.history_age {
             c.history.max_age = age(v)?;
