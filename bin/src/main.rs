@@ -1,4 +1,6 @@
 //! The `ringcast` command: `ringcast serve` runs the push server.
+// The flags' doc comments are also their `--help` text, where example origins are written as plain text.
+#![allow(rustdoc::bare_urls)]
 
 mod config;
 mod demo;
