@@ -14,8 +14,8 @@
 //! - [`stats`]: per-core counters and the Prometheus exposition served at `/metrics`.
 //!
 //! ## Invariants
-//! - A core's state is touched only by its own thread; other threads reach a core only through its [`Waker`]
-//!   (an eventfd in the core's readiness set).
+//! - A core's state is touched only by its own thread; other threads reach a core only through its bounded
+//!   channel and its waker (an eventfd in the core's readiness set).
 //! - An idle WebSocket connection holds no heap allocation: its decoder, head buffer and output queue are empty.
 //! - Every queue is bounded: the output queue by the high-water mark and its policy, request heads by the head
 //!   limits, messages by the message-size limit.
@@ -27,8 +27,6 @@
 //!
 //! ## Non-goals (for now)
 //! TLS (terminate in front), permessage-deflate, multi-node (the Redis bridge has its own issue).
-//!
-//! [`Waker`]: poller
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod bus;
