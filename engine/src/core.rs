@@ -349,8 +349,16 @@ impl Core {
         };
         let mut offset = 0;
         while offset < buf.len() {
-            let mut headers = [http::EMPTY_HEADER; http::MAX_HEADERS_HARD];
-            let headers = &mut headers[..self.limits.max_headers];
+            // Only as many header slots as the limit allows are initialised (the common limit fits 64).
+            let mut small;
+            let mut large;
+            let headers: &mut [http::Header<'_>] = if self.limits.max_headers <= 64 {
+                small = [http::EMPTY_HEADER; 64];
+                &mut small[..self.limits.max_headers]
+            } else {
+                large = [http::EMPTY_HEADER; http::MAX_HEADERS_HARD];
+                &mut large[..self.limits.max_headers]
+            };
             let rest = &buf[offset..];
             match parse_request(rest, headers, &self.limits) {
                 Ok(None) => {
