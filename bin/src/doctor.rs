@@ -1005,53 +1005,58 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<()> {
         fds_needed: fds_needed(&facts, &config),
         backlog: config.backlog,
     };
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let report = Report {
-            ok: fails == 0,
-            fails,
-            warns,
-            config: summary,
-            checks: &results,
-            facts: &facts,
-        };
-        serde_json::to_writer_pretty(&mut out, &report).context("writing the JSON report")?;
-        writeln!(out)?;
-    } else {
-        writeln!(
-            out,
-            "ringcast doctor: {} reactors (CPUs {}) x {} connections = {} connections, backlog {}, driver {}, \
+    let write = |out: &mut dyn Write| -> std::io::Result<()> {
+        if args.json {
+            let report = Report {
+                ok: fails == 0,
+                fails,
+                warns,
+                config: summary,
+                checks: &results,
+                facts: &facts,
+            };
+            serde_json::to_writer_pretty(&mut *out, &report)?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "ringcast doctor: {} reactors (CPUs {}) x {} connections = {} connections, backlog {}, driver {}, \
              listen {}",
-            summary.reactors,
-            cpu_list(&summary.reactor_cpus),
-            summary.max_connections_per_core,
-            summary.connections,
-            summary.backlog,
-            summary.driver,
-            summary.listen
-        )?;
-        for c in &results {
-            match &c.fix {
-                Some(fix) => writeln!(
-                    out,
-                    "{:<4} {:<11} {} -- fix: {fix}",
-                    c.level.label(),
-                    c.name,
-                    c.message
-                )?,
-                None => writeln!(out, "{:<4} {:<11} {}", c.level.label(), c.name, c.message)?,
+                summary.reactors,
+                cpu_list(&summary.reactor_cpus),
+                summary.max_connections_per_core,
+                summary.connections,
+                summary.backlog,
+                summary.driver,
+                summary.listen
+            )?;
+            for c in &results {
+                match &c.fix {
+                    Some(fix) => writeln!(
+                        out,
+                        "{:<4} {:<11} {} -- fix: {fix}",
+                        c.level.label(),
+                        c.name,
+                        c.message
+                    )?,
+                    None => writeln!(out, "{:<4} {:<11} {}", c.level.label(), c.name, c.message)?,
+                }
             }
+            writeln!(
+                out,
+                "{} checks: {} fail, {} warn; this reads the machine and changes nothing",
+                results.len(),
+                fails,
+                warns
+            )?;
         }
-        writeln!(
-            out,
-            "{} checks: {} fail, {} warn; this reads the machine and changes nothing",
-            results.len(),
-            fails,
-            warns
-        )?;
+        out.flush()
+    };
+    match write(&mut std::io::stdout().lock()) {
+        // A reader that stopped early (`| head`) is not an error of the doctor.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.context("writing the report")?,
     }
-    out.flush()?;
-    drop(out);
     if fails > 0 {
         std::process::exit(1);
     }
