@@ -143,6 +143,10 @@ pub(crate) struct Facts {
     pub conntrack_max: Option<u64>,
     /// `net.netfilter.nf_conntrack_buckets`.
     pub conntrack_buckets: Option<u64>,
+    /// `net.netfilter.nf_conntrack_count`: connections tracked now.
+    pub conntrack_count: Option<u64>,
+    /// TCP sockets in use now (`TCP: inuse` of `/proc/net/sockstat`).
+    pub tcp_inuse: Option<u64>,
     /// The selected mode of `/sys/kernel/mm/transparent_hugepage/enabled` (`always`, `madvise`, `never`).
     pub thp: Option<String>,
     /// `(cpu, scaling_governor)` for every CPU that has cpufreq; empty in most VMs.
@@ -295,6 +299,13 @@ impl Facts {
             nr_open: read_u64("/proc/sys/fs/nr_open"),
             conntrack_max: read_u64("/proc/sys/net/netfilter/nf_conntrack_max"),
             conntrack_buckets: read_u64("/proc/sys/net/netfilter/nf_conntrack_buckets"),
+            conntrack_count: read_u64("/proc/sys/net/netfilter/nf_conntrack_count"),
+            tcp_inuse: read("/proc/net/sockstat").and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("TCP:"))?;
+                let mut it = line.split_whitespace();
+                it.find(|w| *w == "inuse")?;
+                it.next()?.parse().ok()
+            }),
             thp,
             governors,
             allowed_cpus,
@@ -793,12 +804,27 @@ fn check_conntrack(f: &Facts, c: &Config) -> Check {
     }
     let want = need.saturating_add(need / 4);
     let port = c.listen.port();
+    // Loaded but hooked into no table of this network namespace: nothing is tracked (yet).
+    let idle = f.conntrack_count == Some(0) && f.tcp_inuse.is_some_and(|n| n > 0);
+    let (level, now) = if idle {
+        (
+            Level::Warn,
+            format!(
+                "; it tracks nothing now ({} TCP sockets in use, 0 tracked), but the first stateful firewall or NAT \
+                 rule starts tracking every connection",
+                f.tcp_inuse.unwrap_or(0)
+            ),
+        )
+    } else {
+        (Level::Fail, String::new())
+    };
     check(
         "conntrack",
-        Level::Fail,
+        level,
         format!(
-            "nf_conntrack is loaded and nf_conntrack_max {max} < {need} connections: every established connection \
-             holds an entry (for 5 days by default); past {max} new SYNs are dropped (\"nf_conntrack: table full\")"
+            "nf_conntrack is loaded and nf_conntrack_max {max} < {need} connections: every tracked connection \
+             holds an entry (for 5 days by default); past {max} new SYNs are dropped (\"nf_conntrack: table \
+             full\"){now}"
         ),
         Some(format!(
             "bypass tracking for the service port: `iptables -t raw -I PREROUTING -p tcp --dport {port} -j NOTRACK; \
@@ -1095,6 +1121,8 @@ mod tests {
             nr_open: Some(4_194_304),
             conntrack_max: None,
             conntrack_buckets: None,
+            conntrack_count: None,
+            tcp_inuse: Some(100),
             thp: Some("madvise".into()),
             governors: Vec::new(),
             allowed_cpus: vec![0, 1],
@@ -1234,6 +1262,14 @@ mod tests {
         }),
         ("conntrack", Level::Fail, |f, _| {
             f.conntrack_max = Some(262_144)
+        }),
+        ("conntrack", Level::Fail, |f, _| {
+            f.conntrack_max = Some(262_144);
+            f.conntrack_count = Some(70);
+        }),
+        ("conntrack", Level::Warn, |f, _| {
+            f.conntrack_max = Some(262_144);
+            f.conntrack_count = Some(0);
         }),
         ("thp", Level::Ok, |_, _| {}),
         ("thp", Level::Ok, |f, _| f.thp = Some("never".into())),
