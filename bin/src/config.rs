@@ -142,6 +142,38 @@ pub(crate) struct ServeArgs {
     /// [default: none]
     #[arg(long, value_name = "PATTERN")]
     pub conflate: Option<Vec<String>>,
+    /// Require a JWT signed with this HMAC secret (HS256, at least 16 bytes) on every WebSocket, SSE, poll and
+    /// publish request; prefer the environment variable to keep it out of process listings [default: no auth]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "RINGCAST_AUTH_SECRET",
+        hide_env_values = true
+    )]
+    pub auth_secret: Option<String>,
+    /// Require a JWT signed with the private half of this public key (PEM file: Ed25519 for EdDSA, or RSA for
+    /// RS256) on every WebSocket, SSE, poll and publish request [default: no auth]
+    #[arg(long, value_name = "FILE")]
+    pub auth_public_key: Option<PathBuf>,
+    /// Origin allowed to open WebSockets: exact ("https://app.example.com"), "*.example.com" for subdomains, or
+    /// "*"; repeat the flag for more (in TOML: an array); others get 403 [default: every origin]
+    #[arg(long, value_name = "ORIGIN")]
+    pub allowed_origin: Option<Vec<String>>,
+    /// Publishes per second per connection (WebSocket pub and direct messages, HTTP publish; burst: one second's
+    /// worth); over it a WebSocket is closed with 1008 and HTTP answers 429; 0 disables [default: 0]
+    #[arg(long, value_name = "N")]
+    pub publish_rate_limit: Option<u32>,
+    /// New connections per second per client IP, per core (burst: one second's worth); over it 429; 0 disables
+    /// [default: 0]
+    #[arg(long, value_name = "N")]
+    pub ip_connect_rate: Option<u32>,
+    /// Open connections per client IP, per core; over it 429; 0 disables [default: 0]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+    /// Open WebSocket and SSE connections per authenticated user, per core; over it 429; 0 disables
+    /// [default: 0]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_user: Option<u32>,
 }
 
 fn duration(name: &str, v: &str) -> anyhow::Result<Duration> {
@@ -262,7 +294,14 @@ impl ServeArgs {
             poll_limit_max,
             ws_rate_limit,
             cors_origin,
-            conflate
+            conflate,
+            auth_secret,
+            auth_public_key,
+            allowed_origin,
+            publish_rate_limit,
+            ip_connect_rate,
+            max_connections_per_ip,
+            max_connections_per_user
         )
     }
 
@@ -371,6 +410,33 @@ impl ServeArgs {
                 cors_pattern(p)?;
             }
             c.cors_origins = v;
+        }
+        c.auth = match (a.auth_secret, a.auth_public_key) {
+            (Some(_), Some(_)) => {
+                bail!("--auth-secret and --auth-public-key are exclusive: choose one")
+            }
+            (Some(s), None) => Some(ringcast_engine::AuthKey::Secret(s.into_bytes())),
+            (None, Some(path)) => Some(ringcast_engine::AuthKey::PublicKeyPem(
+                std::fs::read(&path)
+                    .with_context(|| format!("reading --auth-public-key {}", path.display()))?,
+            )),
+            (None, None) => None,
+        };
+        if let Some(v) = a.allowed_origin {
+            for p in &v {
+                cors_pattern(p).context("--allowed-origin")?;
+            }
+            c.allowed_origins = v;
+        }
+        for (field, target) in [
+            (a.publish_rate_limit, &mut c.publish_rate_limit),
+            (a.ip_connect_rate, &mut c.ip_connect_rate),
+            (a.max_connections_per_ip, &mut c.max_connections_per_ip),
+            (a.max_connections_per_user, &mut c.max_connections_per_user),
+        ] {
+            if let Some(v) = field {
+                *target = v;
+            }
         }
         if let Some(v) = a.conflate {
             for p in &v {
@@ -573,6 +639,87 @@ mod tests {
         );
         assert_eq!(c.poll_limit, 30, "flag wins");
         assert_eq!(c.conflate, ["*"], "file list kept when no flag is given");
+    }
+
+    #[test]
+    fn security_knobs_from_flags_and_file() {
+        let dir = std::env::temp_dir().join(format!("ringcast-cfg-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("ed25519.pem");
+        std::fs::write(
+            &key,
+            include_str!("../../engine/tests/keys/ed25519_public.pem"),
+        )
+        .unwrap();
+        let c = parse(&[
+            "--auth-public-key",
+            key.to_str().unwrap(),
+            "--allowed-origin",
+            "https://app.example.com",
+            "--allowed-origin",
+            "*.example.org",
+            "--publish-rate-limit",
+            "5",
+            "--ip-connect-rate",
+            "20",
+            "--max-connections-per-ip",
+            "100",
+            "--max-connections-per-user",
+            "3",
+        ])
+        .resolve()
+        .unwrap();
+        assert!(matches!(
+            c.auth,
+            Some(ringcast_engine::AuthKey::PublicKeyPem(_))
+        ));
+        assert_eq!(
+            c.allowed_origins,
+            ["https://app.example.com", "*.example.org"]
+        );
+        assert_eq!(
+            (
+                c.publish_rate_limit,
+                c.ip_connect_rate,
+                c.max_connections_per_ip,
+                c.max_connections_per_user
+            ),
+            (5, 20, 100, 3)
+        );
+
+        let path = dir.join("ringcast.toml");
+        std::fs::write(
+            &path,
+            "auth-secret = \"0123456789abcdef0123\"\nallowed-origin = [\"*\"]\nmax-connections-per-ip = 7\n",
+        )
+        .unwrap();
+        let c = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(
+            matches!(c.auth, Some(ringcast_engine::AuthKey::Secret(ref s)) if s == b"0123456789abcdef0123")
+        );
+        assert_eq!(c.allowed_origins, ["*"]);
+        assert_eq!(c.max_connections_per_ip, 7);
+
+        let defaults = ServeArgs::default().resolve().unwrap();
+        assert!(defaults.auth.is_none() && defaults.allowed_origins.is_empty());
+
+        // Errors name the flag.
+        let err = |args: &[&str]| format!("{:#}", parse(args).resolve().unwrap_err());
+        assert!(err(&["--auth-secret", "short"]).contains("16 bytes"));
+        assert!(err(&["--auth-public-key", "/nonexistent/key.pem"]).contains("--auth-public-key"));
+        assert!(err(&["--allowed-origin", "a, b"]).contains("--allowed-origin"));
+        let both = [
+            "--auth-secret",
+            "0123456789abcdef0123",
+            "--auth-public-key",
+            key.to_str().unwrap(),
+        ];
+        assert!(err(&both).contains("exclusive"));
     }
 
     #[test]

@@ -49,6 +49,14 @@ fn serve(args: config::ServeArgs, demo: demo::DemoArgs) -> anyhow::Result<()> {
     let mut config = args.resolve()?;
     demo.apply(&mut config)?;
     let listen = config.listen;
+    if config.auth.is_none() {
+        tracing::warn!(
+            "no --auth-secret or --auth-public-key: the server is open, anyone may subscribe and publish"
+        );
+    }
+    if config.allowed_origins.is_empty() {
+        tracing::info!("no --allowed-origin: WebSocket upgrades are accepted from every origin");
+    }
     let handle = ringcast_engine::start(config)
         .with_context(|| format!("starting the server on {listen}"))?;
     let addr = handle.local_addr();

@@ -118,6 +118,23 @@ pub struct Config {
     /// (`/sse/{topic}`), `"poll"` (`/poll/{topic}` and `/messages/{topic}`). A testing aid that plays a proxy
     /// blocking a transport, so that clients' fallback can be exercised; HTTP publish stays open.
     pub disabled_transports: Vec<String>,
+    /// When set, every WebSocket upgrade (`/ws` and `/echo`), SSE stream, poll and publish must carry a JWT
+    /// verified with this key (`Authorization: Bearer` or `?token=`); see [`crate::auth`].
+    pub auth: Option<crate::auth::AuthKey>,
+    /// Origins allowed to open WebSockets (exact, `*.domain` for subdomains, or `*`); a request with another
+    /// `Origin` gets 403 before the upgrade. Empty: every origin (and no `Origin`) is allowed.
+    pub allowed_origins: Vec<String>,
+    /// Publishes per second one connection may make (WebSocket `pub` and direct messages, HTTP publish), with a
+    /// burst of one second's worth; over it a WebSocket is closed with 1008 and HTTP answers 429. 0: unlimited.
+    pub publish_rate_limit: u32,
+    /// New connections per second one client IP may open on one core (burst of one second's worth); over it the
+    /// connection's first request is answered 429 (`Retry-After`). 0: unlimited.
+    pub ip_connect_rate: u32,
+    /// Connections one client IP may hold open on one core; over it 429. 0: unlimited.
+    pub max_connections_per_ip: u32,
+    /// Open WebSocket and SSE connections one authenticated user (`sub`) may hold on one core; over it 429. 0:
+    /// unlimited.
+    pub max_connections_per_user: u32,
 }
 
 /// A static file the server answers `GET path` with.
@@ -167,6 +184,12 @@ impl Default for Config {
             assets: Vec::new(),
             ws_rate_limit: 1000,
             disabled_transports: Vec::new(),
+            auth: None,
+            allowed_origins: Vec::new(),
+            publish_rate_limit: 0,
+            ip_connect_rate: 0,
+            max_connections_per_ip: 0,
+            max_connections_per_user: 0,
         }
     }
 }
@@ -261,6 +284,9 @@ impl Config {
         }
         if self.poll_timeout > self.poll_timeout_max {
             return Err("poll_timeout must not exceed poll_timeout_max".into());
+        }
+        if let Some(key) = &self.auth {
+            crate::auth::Verifier::new(key)?;
         }
         if let CoreSet::Count(0) = self.cores {
             return Err("cores must be at least 1".into());

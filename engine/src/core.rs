@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) stats: Arc<[Arc<CoreStats>]>,
     pub(crate) shutdown: AtomicBool,
+    /// Verifies client tokens when authentication is configured.
+    pub(crate) verifier: Option<crate::auth::Verifier>,
 }
 
 /// Timer lengths converted once to ticks.
@@ -441,14 +443,65 @@ impl Core {
 
     /// Stages a JSON error answer `{"error":..,"message":..}`.
     fn error_response(&mut self, status: u16, message: &str, cors: Option<&str>, keep_alive: bool) {
+        self.error_response_with(status, message, cors, keep_alive, &[]);
+    }
+
+    /// Stages a JSON error answer with extra headers (`WWW-Authenticate`, `Retry-After`).
+    fn error_response_with(
+        &mut self,
+        status: u16,
+        message: &str,
+        cors: Option<&str>,
+        keep_alive: bool,
+        extra: &[(&str, &[u8])],
+    ) {
         let mut body = Vec::with_capacity(64 + message.len());
         body.extend_from_slice(b"{\"error\":");
         ringcast_protocol::poll::write_json_string(&mut body, http::reason_phrase(status));
         body.extend_from_slice(b",\"message\":");
         ringcast_protocol::poll::write_json_string(&mut body, message);
         body.push(b'}');
-        write_json_response(&mut self.wbuf, status, &body, cors, keep_alive);
+        write_json_response_extra(&mut self.wbuf, status, &body, cors, keep_alive, extra);
         self.mark(true);
+    }
+
+    /// Is the request's Origin allowed to open a WebSocket? (Always, without an allowlist.)
+    fn origin_ok(&self, req: &http::Request<'_, '_>) -> bool {
+        let list = &self.shared.config.allowed_origins;
+        if list.is_empty() {
+            return true;
+        }
+        req.header("origin")
+            .and_then(|o| std::str::from_utf8(o).ok())
+            .is_some_and(|o| origin_allowed(list, o))
+    }
+
+    /// The request's verified identity (`None` when authentication is off), or why it is refused.
+    fn authenticate(
+        &self,
+        req: &http::Request<'_, '_>,
+    ) -> Result<Option<Arc<crate::auth::Identity>>, crate::auth::AuthError> {
+        let Some(verifier) = &self.shared.verifier else {
+            return Ok(None);
+        };
+        let token =
+            crate::auth::request_token(req.header("authorization"), req.query_param("token"))
+                .ok_or(crate::auth::AuthError::Missing)?;
+        verifier
+            .verify(token, crate::auth::unix_now())
+            .map(|id| Some(Arc::new(id)))
+    }
+
+    /// Attaches a verified identity to a long-lived connection, with the tick at which its token expires.
+    fn attach_identity(&mut self, key: usize, identity: Option<Arc<crate::auth::Identity>>) {
+        let Some(id) = identity else { return };
+        let left = id.expires.saturating_sub(crate::auth::unix_now());
+        let left = left
+            .saturating_mul(crate::conn::TICKS_PER_SEC)
+            .min(u64::from(Tick::MAX / 4)) as Tick;
+        let ext = self.conns[key].ext.get_or_insert_with(Box::default);
+        ext.expires = Some(self.now.wrapping_add(left.max(1)));
+        ext.identity = Some(id);
     }
 
     /// Answers one request; returns whether to keep reading requests.
@@ -491,7 +544,37 @@ impl Core {
             return self.after_response(key, keep_alive);
         }
         let mut scratch = String::new();
-        match ringcast_protocol::pubsub::route_path(req.path(), &mut scratch) {
+        let routed = ringcast_protocol::pubsub::route_path(req.path(), &mut scratch);
+        let is_ws = matches!(routed, Some(Ok(PubSubRoute::Ws)))
+            || (routed.is_none() && req.path() == "/echo");
+        if is_ws && !self.origin_ok(req) {
+            add(&self.stats.http_requests, 1);
+            add(&self.stats.origin_rejected, 1);
+            self.error_response(403, "origin not allowed", None, false);
+            self.conns[key].flags |= CLOSE_ON_FLUSH;
+            return Next::Stop;
+        }
+        let identity = if routed.is_some() || is_ws {
+            match self.authenticate(req) {
+                Ok(id) => id,
+                Err(e) => {
+                    add(&self.stats.http_requests, 1);
+                    add(&self.stats.auth_failures, 1);
+                    let keep_alive = keep_alive && !is_ws;
+                    self.error_response_with(
+                        e.http_status(),
+                        e.message(),
+                        cors.as_deref(),
+                        keep_alive,
+                        &[("www-authenticate", e.www_authenticate().as_bytes())],
+                    );
+                    return self.after_response(key, keep_alive);
+                }
+            }
+        } else {
+            None
+        };
+        match routed {
             Some(Err(e)) => {
                 add(&self.stats.http_requests, 1);
                 self.error_response(400, e.message(), cors.as_deref(), keep_alive);
@@ -510,7 +593,7 @@ impl Core {
                 self.error_response(403, msg, cors.as_deref(), keep_alive);
                 self.after_response(key, keep_alive)
             }
-            Some(Ok(PubSubRoute::Ws)) => self.upgrade(key, req, Route::PubSub),
+            Some(Ok(PubSubRoute::Ws)) => self.upgrade(key, req, Route::PubSub, identity),
             Some(Ok(r)) => {
                 add(&self.stats.http_requests, 1);
                 let (topic, want_post) = match r {
@@ -541,15 +624,34 @@ impl Core {
                     self.mark(true);
                     return self.after_response(key, keep_alive);
                 }
+                if let Some(id) = &identity {
+                    let ok = if want_post {
+                        id.may_publish(topic)
+                    } else {
+                        id.may_subscribe(topic)
+                    };
+                    if !ok {
+                        add(&self.stats.forbidden, 1);
+                        let msg = if want_post {
+                            "the token does not allow publishing on this topic"
+                        } else {
+                            "the token does not allow subscribing to this topic"
+                        };
+                        self.error_response(403, msg, cors.as_deref(), keep_alive);
+                        return self.after_response(key, keep_alive);
+                    }
+                }
                 match r {
-                    PubSubRoute::Sse(_) => self.start_sse(key, req, topic, cors.as_deref()),
+                    PubSubRoute::Sse(_) => {
+                        self.start_sse(key, req, topic, cors.as_deref(), identity)
+                    }
                     PubSubRoute::Poll(_) => self.start_poll(key, req, topic, cors, true),
                     PubSubRoute::Messages(_) => self.start_poll(key, req, topic, cors, false),
                     _ => self.start_publish(key, req, topic, body, cors),
                 }
             }
             None => match req.path() {
-                "/echo" => self.upgrade(key, req, Route::Echo),
+                "/echo" => self.upgrade(key, req, Route::Echo, identity),
                 path => {
                     add(&self.stats.http_requests, 1);
                     let get = method == "GET" || method == "HEAD";
@@ -631,10 +733,17 @@ impl Core {
     }
 
     /// The WebSocket upgrade for `route`.
-    fn upgrade(&mut self, key: usize, req: &http::Request<'_, '_>, route: Route) -> Next {
-        let conn = &mut self.conns[key];
+    fn upgrade(
+        &mut self,
+        key: usize,
+        req: &http::Request<'_, '_>,
+        route: Route,
+        identity: Option<Arc<crate::auth::Identity>>,
+    ) -> Next {
         match validate_upgrade(req) {
             Ok(up) => {
+                self.attach_identity(key, identity);
+                let conn = &mut self.conns[key];
                 write_switching_protocols(&mut self.wbuf, up.key(), None);
                 self.marks.push((self.wbuf.len(), true));
                 conn.state = State::Ws;
@@ -647,7 +756,7 @@ impl Core {
                 add(&self.stats.handshake_failures, 1);
                 write_handshake_error(&mut self.wbuf, e);
                 self.marks.push((self.wbuf.len(), true));
-                conn.flags |= CLOSE_ON_FLUSH;
+                self.conns[key].flags |= CLOSE_ON_FLUSH;
                 Next::Stop
             }
         }
@@ -660,6 +769,7 @@ impl Core {
         req: &http::Request<'_, '_>,
         topic: &str,
         cors: Option<&str>,
+        identity: Option<Arc<crate::auth::Identity>>,
     ) -> Next {
         let since = match (req.header("last-event-id"), req.query_param("since")) {
             (Some(h), _) => match ringcast_protocol::sse::parse_last_event_id(h) {
@@ -703,6 +813,7 @@ impl Core {
         let retry = self.shared.config.sse_retry.as_millis();
         let _ = std::io::Write::write_fmt(&mut self.wbuf, format_args!("retry: {retry}\n\n"));
         self.mark(true);
+        self.attach_identity(key, identity);
         let conn = &mut self.conns[key];
         conn.state = State::Sse;
         conn.last_heard = self.now;
@@ -1391,10 +1502,15 @@ impl Core {
         for (k, c) in self.conns.iter() {
             let due = match c.state {
                 State::Http | State::Closing | State::Waiting => tick_reached(now, c.deadline),
-                State::Sse => now.wrapping_sub(c.last_heard) >= self.timers.sse_keepalive,
+                State::Sse => {
+                    now.wrapping_sub(c.last_heard) >= self.timers.sse_keepalive
+                        || token_expired(c, now)
+                }
                 State::Ws => {
                     let silent = now.wrapping_sub(c.last_heard);
-                    silent >= self.timers.idle || (silent >= self.timers.ping && !c.has(PING_OUT))
+                    silent >= self.timers.idle
+                        || (silent >= self.timers.ping && !c.has(PING_OUT))
+                        || token_expired(c, now)
                 }
             };
             if due {
@@ -1409,6 +1525,22 @@ impl Core {
                     self.close(k);
                 }
                 State::Closing => self.close(k),
+                State::Sse if token_expired(c, now) => {
+                    // The stream just ends; the client reconnects with a fresh token.
+                    add(&self.stats.auth_expired, 1);
+                    self.close(k);
+                }
+                State::Ws if token_expired(c, now) => {
+                    add(&self.stats.auth_expired, 1);
+                    self.stats.protocol_error(CloseCode::POLICY_VIOLATION.0);
+                    c.state = State::Closing;
+                    c.deadline = now.wrapping_add(self.timers.close);
+                    if let Some(e) = c.ext.as_mut() {
+                        e.expires = None;
+                    }
+                    self.stage_close(CloseCode::POLICY_VIOLATION, "token expired");
+                    self.finish_output(k);
+                }
                 State::Sse => {
                     c.last_heard = now;
                     self.stage_shared(k, Bytes::from_static(b": keep-alive\n\n"), true, 0);
@@ -1526,15 +1658,36 @@ pub(crate) fn write_json_response(
     cors: Option<&str>,
     keep_alive: bool,
 ) {
+    write_json_response_extra(out, status, body, cors, keep_alive, &[]);
+}
+
+/// [`write_json_response`] with extra headers.
+pub(crate) fn write_json_response_extra(
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &[u8],
+    cors: Option<&str>,
+    keep_alive: bool,
+    extra: &[(&str, &[u8])],
+) {
     let mut headers: Vec<(&str, &[u8])> = vec![
         ("content-type", b"application/json"),
         ("cache-control", b"no-store"),
     ];
+    headers.extend_from_slice(extra);
     if let Some(o) = cors {
         headers.push(("access-control-allow-origin", o.as_bytes()));
         headers.push(("vary", b"Origin"));
     }
     write_response(out, status, &headers, body, keep_alive);
+}
+
+/// Has the connection's token expired at `now`?
+fn token_expired(c: &Conn, now: Tick) -> bool {
+    c.ext
+        .as_ref()
+        .and_then(|e| e.expires)
+        .is_some_and(|t| tick_reached(now, t))
 }
 
 fn tick_reached(now: Tick, deadline: Tick) -> bool {

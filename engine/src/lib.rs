@@ -11,6 +11,8 @@
 //!   parked in a per-core epoll set as a compact slab entry holding no buffer, no task and no timer.
 //! - per-connection bounded output queues of shared `Bytes` with a slow-consumer policy
 //!   ([`SlowConsumerPolicy`]), heartbeats, handshake/idle/close timeouts and the graceful-shutdown drain.
+//! - [`auth`]: JWT verification and per-topic permissions (optional); origin checks and per-IP/per-user limits
+//!   live in the core loop.
 //! - [`stats`]: per-core counters and the Prometheus exposition served at `/metrics`.
 //!
 //! ## Invariants
@@ -29,6 +31,7 @@
 //! TLS (terminate in front), permessage-deflate, multi-node (the Redis bridge has its own issue).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod auth;
 mod bus;
 pub mod config;
 mod conn;
@@ -40,6 +43,7 @@ mod publisher;
 pub mod server;
 pub mod stats;
 
+pub use auth::{AuthKey, Identity, Permissions};
 pub use config::{Asset, Config, CoreSet, Driver, HistoryLimits, SlowConsumerPolicy};
 pub use error::EngineError;
 pub use publisher::{PublishError, Publisher};

@@ -223,7 +223,12 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
     let stats: Arc<[Arc<CoreStats>]> = (0..cores.len())
         .map(|_| Arc::new(CoreStats::default()))
         .collect();
+    let verifier = match &config.auth {
+        Some(key) => Some(crate::auth::Verifier::new(key).map_err(EngineError::Config)?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        verifier,
         config,
         stats,
         shutdown: AtomicBool::new(false),

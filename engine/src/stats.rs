@@ -36,6 +36,11 @@ pub struct CoreStats {
     pub(crate) bus_dropped: AtomicU64,
     pub(crate) bus_gaps: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) auth_expired: AtomicU64,
+    pub(crate) forbidden: AtomicU64,
+    pub(crate) origin_rejected: AtomicU64,
+    pub(crate) limit_rejected: AtomicU64,
 }
 
 /// Adds `n` to a single-writer counter.
@@ -99,7 +104,7 @@ impl CoreStats {
 pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>) {
     use std::io::Write;
     type Getter = fn(&CoreStats) -> &AtomicU64;
-    let families: [(&str, &str, &str, Getter); 22] = [
+    let families: [(&str, &str, &str, Getter); 27] = [
         (
             "ringcast_connections_open",
             "gauge",
@@ -219,6 +224,36 @@ pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>)
             "counter",
             "Pub/sub WebSocket connections closed with 1008 for sending over the rate limit.",
             |s| &s.rate_limited,
+        ),
+        (
+            "ringcast_auth_failures_total",
+            "counter",
+            "Requests answered 401: missing, malformed, forged, expired or not-yet-valid tokens.",
+            |s| &s.auth_failures,
+        ),
+        (
+            "ringcast_auth_expired_total",
+            "counter",
+            "WebSocket and SSE connections closed because their token expired.",
+            |s| &s.auth_expired,
+        ),
+        (
+            "ringcast_forbidden_total",
+            "counter",
+            "Subscribes, publishes and direct messages refused by the token's permissions (403 or error reply).",
+            |s| &s.forbidden,
+        ),
+        (
+            "ringcast_origin_rejected_total",
+            "counter",
+            "WebSocket upgrades answered 403 for an Origin outside the allowlist.",
+            |s| &s.origin_rejected,
+        ),
+        (
+            "ringcast_limit_rejected_total",
+            "counter",
+            "Requests and connections refused by the publish rate, per-IP and per-user limits (429 or close 1008).",
+            |s| &s.limit_rejected,
         ),
         (
             "ringcast_bus_gaps_total",

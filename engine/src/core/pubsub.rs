@@ -89,6 +89,10 @@ pub(crate) struct ConnExt {
     /// Topics this connection subscribes to (or asked to).
     pub(crate) topics: Vec<Arc<str>>,
     pub(crate) waiting: Option<Waiting>,
+    /// The verified token of an authenticated WebSocket or SSE connection.
+    pub(crate) identity: Option<Arc<crate::auth::Identity>>,
+    /// The tick at which that token expires (the sweep closes the connection then).
+    pub(crate) expires: Option<crate::conn::Tick>,
 }
 
 /// Per-core pub/sub state.
@@ -634,7 +638,17 @@ impl Core {
     /// A WebSocket text frame on the pub/sub route.
     pub(super) fn on_pubsub_text(&mut self, key: usize, text: &str) {
         match ringcast_protocol::pubsub::parse_client_op(text) {
-            Ok(ClientOp::Sub { topic, since, id }) => self.subscribe(key, topic, since, id),
+            Ok(ClientOp::Sub { topic, since, id }) => {
+                if !self.permits(key, |p| p.may_subscribe(topic)) {
+                    self.forbidden(
+                        key,
+                        id,
+                        "the token does not allow subscribing to this topic",
+                    );
+                    return;
+                }
+                self.subscribe(key, topic, since, id)
+            }
             Ok(ClientOp::Unsub { topic, id }) => {
                 self.unsubscribe(key, topic);
                 if id.is_some() {
@@ -643,6 +657,10 @@ impl Core {
                 }
             }
             Ok(ClientOp::Pub { topic, data, id }) => {
+                if !self.permits(key, |p| p.may_publish(topic)) {
+                    self.forbidden(key, id, "the token does not allow publishing on this topic");
+                    return;
+                }
                 let ack = id.map(|_| self.token(key, id));
                 let owner = self.owner_of(topic);
                 let topic: Arc<str> = match self.topics.local.get_key_value(topic) {
@@ -663,6 +681,25 @@ impl Core {
                 self.stage_reply(key, &reply);
             }
         }
+    }
+
+    /// Does the connection's token allow an operation? Always, when authentication is off.
+    fn permits(&self, key: usize, rule: impl Fn(&crate::auth::Identity) -> bool) -> bool {
+        if self.shared.verifier.is_none() {
+            return true;
+        }
+        self.conns[key]
+            .ext
+            .as_ref()
+            .and_then(|e| e.identity.as_deref())
+            .is_some_and(rule)
+    }
+
+    /// Refuses an operation the token does not allow: an error reply `forbidden`, the connection stays open.
+    fn forbidden(&mut self, key: usize, id: Option<RequestId<'_>>, message: &str) {
+        add(&self.stats.forbidden, 1);
+        let reply = json_bytes(|b| write_error(b, id, "forbidden", message));
+        self.stage_reply(key, &reply);
     }
 
     /// A reply for one WebSocket connection (ack or error), written in this turn.
