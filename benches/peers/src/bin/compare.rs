@@ -1,0 +1,770 @@
+//! `compare`: ringcast side by side with tokio-tungstenite, fastwebsockets and Bun, on this machine.
+//!
+//! ```sh
+//! cargo run --release --manifest-path benches/peers/Cargo.toml --bin compare            # full: 3 rounds, 4 s runs
+//! cargo run --release --manifest-path benches/peers/Cargo.toml --bin compare -- --quick # 1 round, 2 s runs
+//! ```
+//! Builds ringcast and ringcast-load (main workspace) and the peers (this workspace), installs Bun from npm into
+//! `benches/peers/bun/node_modules` when missing, then for each round, each workload and each server (order
+//! reversed every other round, so runs alternate A B … B A …) starts the server alone on CPU 1 (`taskset -c 1`),
+//! runs `ringcast-load --json` on CPU 0, stops the server. It writes `BENCHMARKS.md` and `benches/peers/chart.svg`
+//! at the repo root with medians, spread (min–max over rounds), the load generator's CPU use, the load average
+//! before each run, and the machine. Other flags: `--rounds N`, `--seconds S`, `--only a,b` (server names),
+//! `--out FILE`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Work {
+    Echo32,
+    Echo4k,
+    Bcast1k,
+    Bcast10k,
+    Idle10k,
+    Churn,
+}
+
+const WORKS: [Work; 6] = [
+    Work::Echo32,
+    Work::Echo4k,
+    Work::Bcast1k,
+    Work::Bcast10k,
+    Work::Idle10k,
+    Work::Churn,
+];
+
+impl Work {
+    fn title(self) -> &'static str {
+        match self {
+            Work::Echo32 => "Echo, 32 B, 100 connections, 32 in flight each",
+            Work::Echo4k => "Echo, 4 KiB, 100 connections, 8 in flight each",
+            Work::Bcast1k => "Broadcast 64 B payloads to 1,000 subscribers",
+            Work::Bcast10k => "Broadcast 64 B payloads to 10,000 subscribers",
+            Work::Idle10k => "Idle memory at 10,000 WebSocket connections",
+            Work::Churn => "Handshakes/s (connect, upgrade, one echo, close; 32 in flight)",
+        }
+    }
+    fn short(self) -> &'static str {
+        match self {
+            Work::Echo32 => "echo 32 B",
+            Work::Echo4k => "echo 4 KiB",
+            Work::Bcast1k => "broadcast 1k",
+            Work::Bcast10k => "broadcast 10k",
+            Work::Idle10k => "idle 10k",
+            Work::Churn => "handshakes",
+        }
+    }
+    fn unit(self) -> &'static str {
+        match self {
+            Work::Echo32 | Work::Echo4k => "echoes/s",
+            Work::Bcast1k | Work::Bcast10k => "deliveries/s",
+            Work::Idle10k => "bytes/conn (RSS + kernel TCP)",
+            Work::Churn => "handshakes/s",
+        }
+    }
+    fn subs(self) -> u64 {
+        match self {
+            Work::Bcast1k => 1000,
+            Work::Bcast10k => 10_000,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Server {
+    RingcastUring,
+    RingcastEpoll,
+    TungCurrent,
+    TungMulti,
+    FastCurrent,
+    FastMulti,
+    Bun,
+}
+
+const SERVERS: [Server; 7] = [
+    Server::RingcastUring,
+    Server::RingcastEpoll,
+    Server::TungCurrent,
+    Server::TungMulti,
+    Server::FastCurrent,
+    Server::FastMulti,
+    Server::Bun,
+];
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::RingcastUring => "ringcast-uring",
+            Server::RingcastEpoll => "ringcast-epoll",
+            Server::TungCurrent => "tungstenite-ct",
+            Server::TungMulti => "tungstenite-mt",
+            Server::FastCurrent => "fastws-ct",
+            Server::FastMulti => "fastws-mt",
+            Server::Bun => "bun",
+        }
+    }
+    fn is_ringcast(self) -> bool {
+        matches!(self, Server::RingcastUring | Server::RingcastEpoll)
+    }
+}
+
+/// One run's figures.
+#[derive(Clone, Default)]
+struct Sample {
+    value: f64,
+    p99_us: f64,
+    load_cpu: f64,
+    loadavg: f64,
+    errors: u64,
+    ok: bool,
+}
+
+struct Env {
+    root: PathBuf,
+    quick: bool,
+    rounds: usize,
+    seconds: u64,
+    only: Vec<String>,
+    out: PathBuf,
+    port: u16,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("compare: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Res<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()?;
+    let mut env = Env {
+        out: root.join("BENCHMARKS.md"),
+        root,
+        quick: false,
+        rounds: 3,
+        seconds: 4,
+        only: Vec::new(),
+        port: 9500,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => {
+                env.quick = true;
+                env.rounds = 1;
+                env.seconds = 2;
+            }
+            "--rounds" => env.rounds = args.next().unwrap_or_default().parse()?,
+            "--seconds" => env.seconds = args.next().unwrap_or_default().parse()?,
+            "--only" => {
+                env.only = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            }
+            "--out" => env.out = PathBuf::from(args.next().unwrap_or_default()),
+            _ => return Err(format!("unknown flag {a}").into()),
+        }
+    }
+    build(&env)?;
+    let servers: Vec<Server> = SERVERS
+        .into_iter()
+        .filter(|s| env.only.is_empty() || env.only.iter().any(|o| o == s.name()))
+        .collect();
+    let mut results: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); servers.len()]; WORKS.len()];
+    let started = Instant::now();
+    for round in 0..env.rounds {
+        for (wi, &w) in WORKS.iter().enumerate() {
+            let mut order: Vec<usize> = (0..servers.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for si in order {
+                let s = servers[si];
+                let sample = one_run(&mut env, s, w).unwrap_or_else(|e| {
+                    eprintln!("  {} / {}: {e}", s.name(), w.short());
+                    Sample::default()
+                });
+                eprintln!(
+                    "round {} {:<14} {:<14} {:>14.0} p99 {:>8.0} us  load-gen cpu {:.2}  loadavg {:.2}  errors {}",
+                    round + 1,
+                    w.short(),
+                    s.name(),
+                    sample.value,
+                    sample.p99_us,
+                    sample.load_cpu,
+                    sample.loadavg,
+                    sample.errors
+                );
+                results[wi][si].push(sample);
+            }
+        }
+    }
+    let md = report(&env, &servers, &results, started.elapsed())?;
+    std::fs::write(&env.out, md)?;
+    std::fs::write(
+        env.root.join("benches/peers/chart.svg"),
+        chart(&servers, &results),
+    )?;
+    eprintln!("wrote {} and benches/peers/chart.svg", env.out.display());
+    Ok(())
+}
+
+fn sh(cmd: &mut Command) -> Res<()> {
+    let st = cmd.status()?;
+    if !st.success() {
+        return Err(format!("{cmd:?} failed: {st}").into());
+    }
+    Ok(())
+}
+
+fn build(env: &Env) -> Res<()> {
+    sh(Command::new("cargo").current_dir(&env.root).args([
+        "build",
+        "--release",
+        "-p",
+        "ringcast",
+        "-p",
+        "ringcast-load",
+    ]))?;
+    sh(Command::new("cargo")
+        .current_dir(env.root.join("benches/peers"))
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "peer-tungstenite",
+            "--bin",
+            "peer-fastwebsockets",
+            "--bin",
+            "ringcast-flood",
+        ]))?;
+    let bun = env.root.join("benches/peers/bun/node_modules/.bin/bun");
+    if !bun.exists() {
+        sh(Command::new("npm")
+            .current_dir(env.root.join("benches/peers/bun"))
+            .args(["install", "--no-audit", "--no-fund"]))?;
+    }
+    Ok(())
+}
+
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn start_server(env: &Env, s: Server, w: Work, addr: &str, port: u16) -> Res<Child> {
+    let rel = env.root.join("target/release");
+    let peers = env.root.join("benches/peers/target/release");
+    let flood_secs = (env.seconds as f64 + 0.3).to_string();
+    let subs = w.subs().to_string();
+    let mut c = Command::new("taskset");
+    c.args(["-c", "1"]);
+    match s {
+        Server::RingcastUring | Server::RingcastEpoll => {
+            let driver = if s == Server::RingcastUring {
+                "uring"
+            } else {
+                "epoll"
+            };
+            if w.subs() > 0 {
+                c.arg(peers.join("ringcast-flood"));
+                c.args(["--listen", addr, "--cpu", "1", "--driver", driver]);
+                c.args(["--flood-subs", &subs, "--flood-secs", &flood_secs]);
+            } else {
+                c.arg(rel.join("ringcast"));
+                c.args([
+                    "serve",
+                    "--listen",
+                    addr,
+                    "--cores",
+                    "1-1",
+                    "--driver",
+                    driver,
+                    "--no-demo",
+                ]);
+            }
+        }
+        Server::TungCurrent | Server::TungMulti | Server::FastCurrent | Server::FastMulti => {
+            let bin = if matches!(s, Server::TungCurrent | Server::TungMulti) {
+                "peer-tungstenite"
+            } else {
+                "peer-fastwebsockets"
+            };
+            let rt = if matches!(s, Server::TungMulti | Server::FastMulti) {
+                "multi"
+            } else {
+                "current"
+            };
+            c.arg(peers.join(bin));
+            c.args(["--listen", addr, "--rt", rt]);
+            if w.subs() > 0 {
+                c.args(["--flood-subs", &subs, "--flood-secs", &flood_secs]);
+            }
+        }
+        Server::Bun => {
+            c.arg(env.root.join("benches/peers/bun/node_modules/.bin/bun"));
+            c.arg(env.root.join("benches/peers/bun/server.js"));
+            c.arg(port.to_string());
+            if w.subs() > 0 {
+                c.args([&subs, &flood_secs]);
+            }
+        }
+    }
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let child = c.spawn()?;
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err("server did not start listening".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+fn one_run(env: &mut Env, s: Server, w: Work) -> Res<Sample> {
+    env.port = if env.port >= 9990 { 9500 } else { env.port + 1 };
+    let port = env.port;
+    let addr = format!("127.0.0.1:{port}");
+    // Let the previous run's sockets go.
+    std::thread::sleep(Duration::from_millis(300));
+    let la = loadavg();
+    let mut child = start_server(env, s, w, &addr, port)?;
+    let pid = child.id().to_string();
+    let secs = env.seconds.to_string();
+    let mut c = Command::new("taskset");
+    c.args(["-c", "0"])
+        .arg(env.root.join("target/release/ringcast-load"));
+    c.args(["--json", "--target", &addr]);
+    match w {
+        Work::Echo32 | Work::Echo4k => {
+            let (size, window) = if w == Work::Echo32 {
+                ("32", "32")
+            } else {
+                ("4096", "8")
+            };
+            c.args([
+                "echo",
+                "-n",
+                "100",
+                "--size",
+                size,
+                "--window",
+                window,
+                "--duration",
+                &secs,
+            ]);
+        }
+        Work::Bcast1k | Work::Bcast10k => {
+            let n = w.subs().to_string();
+            c.args([
+                "--source-addrs",
+                "4",
+                "fanout",
+                "-n",
+                &n,
+                "-k",
+                "1",
+                "--rate",
+                "5",
+            ]);
+            c.args([
+                "--publish-via",
+                "ws",
+                "--pad",
+                "24",
+                "--duration",
+                &secs,
+                "--grace-ms",
+                "3000",
+            ]);
+        }
+        Work::Idle10k => {
+            c.args([
+                "--source-addrs",
+                "4",
+                "connect",
+                "-n",
+                "10000",
+                "--hold",
+                "2",
+            ]);
+            c.args(["--server-pid", &pid]);
+        }
+        Work::Churn => {
+            c.args(["churn", "--duration", &secs]);
+        }
+    }
+    let out = c.stderr(Stdio::null()).output();
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = out?;
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("load output: {e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let f = |k: &str| j.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    let errs = |k: &str| {
+        j.get(k)
+            .and_then(serde_json::Value::as_object)
+            .map_or(0, |m| {
+                m.values()
+                    .filter_map(serde_json::Value::as_u64)
+                    .sum::<u64>()
+            })
+    };
+    let value = match w {
+        Work::Echo32 | Work::Echo4k | Work::Bcast1k | Work::Bcast10k => f("messages_per_sec"),
+        Work::Churn => f("handshakes_per_sec"),
+        Work::Idle10k => {
+            let m = j.get("server_memory");
+            let g = |k: &str| {
+                m.and_then(|m| m.get(k))
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(0.0)
+            };
+            g("rss_per_conn") + g("tcp_mem_per_conn")
+        }
+    };
+    let p99 = j
+        .get("latency_us")
+        .and_then(|l| l.get("p99"))
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
+    let bad = f("lost") + f("duplicated") + f("out_of_order");
+    let established = f("established");
+    let want = match w {
+        Work::Echo32 | Work::Echo4k => 100.0,
+        Work::Bcast1k | Work::Bcast10k => w.subs() as f64,
+        Work::Idle10k => 10_000.0,
+        Work::Churn => 0.0,
+    };
+    let errors =
+        errs("failures") + errs("errors") + bad as u64 + (want - established).max(0.0) as u64;
+    Ok(Sample {
+        value,
+        p99_us: p99,
+        load_cpu: f("cpu_cores"),
+        loadavg: la,
+        errors,
+        ok: value > 0.0,
+    })
+}
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = v.to_vec();
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let med = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (med, v[0], v[n - 1])
+}
+
+fn fmt_num(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e4 {
+        format!("{:.0}k", x / 1e3)
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn cmd_out(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+type Table = Vec<Vec<Vec<Sample>>>;
+
+fn med_of(r: &Table, wi: usize, si: usize, f: impl Fn(&Sample) -> f64) -> f64 {
+    let v: Vec<f64> = r[wi][si].iter().filter(|s| s.ok).map(f).collect();
+    stats(&v).0
+}
+
+fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<String> {
+    let mut m = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")?
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    writeln!(m, "# Benchmarks: ringcast side by side\n")?;
+    writeln!(
+        m,
+        "Produced by one command, `cargo run --release --manifest-path benches/peers/Cargo.toml --bin compare`{} \
+         ({} round(s), {} s per run, {:.0} s in all). Each server runs alone on CPU 1 (`taskset -c 1`; ringcast \
+         with one reactor pinned there), the load generator `ringcast-load` (one io_uring reactor) on CPU 0. Runs \
+         alternate between servers (order reversed every other round); every figure is the **median** over \
+         rounds with the spread (min–max) beside it.\n",
+        if env.quick { " -- --quick" } else { "" },
+        env.rounds,
+        env.seconds,
+        took.as_secs_f64()
+    )?;
+    let las: Vec<f64> = r.iter().flatten().flatten().map(|s| s.loadavg).collect();
+    let (lmed, lmin, lmax) = stats(&las);
+    writeln!(
+        m,
+        "**These numbers come from a shared 2-core machine**: other jobs were building and testing while \
+        the suite ran, so the CPU each side got was not its own. The 1-minute load average before each run was \
+        {lmin:.2}–{lmax:.2} (median {lmed:.2}; an idle machine would show about 1 while a run is going). Read \
+        ratios measured in the same round, not absolute figures.\n"
+    )?;
+    writeln!(m, "- CPU: {cpu} ({} online)", cmd_out("nproc", &[]))?;
+    writeln!(m, "- Kernel: {}", cmd_out("uname", &["-srm"]))?;
+    writeln!(m, "- rustc: {}", cmd_out("rustc", &["--version"]))?;
+    writeln!(
+        m,
+        "- Bun: {}",
+        cmd_out(
+            &env.root
+                .join("benches/peers/bun/node_modules/.bin/bun")
+                .to_string_lossy(),
+            &["--version"]
+        )
+    )?;
+    writeln!(
+        m,
+        "- Date: {}\n",
+        cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    )?;
+    writeln!(
+        m,
+        "![throughput and p99 per server](benches/peers/chart.svg)\n"
+    )?;
+    writeln!(m, "## Results\n")?;
+    writeln!(
+        m,
+        "\"load-gen CPU\" is the load generator's own CPU use in cores (1.00 = its core was saturated, so \
+        the figure is a floor for the server); \"errors\" sums failed connections, error replies and lost, \
+        duplicated or out-of-order deliveries over all rounds (must be 0).\n"
+    )?;
+    for (wi, w) in WORKS.iter().enumerate() {
+        writeln!(m, "### {}\n", w.title())?;
+        let lat = !matches!(w, Work::Idle10k);
+        writeln!(
+            m,
+            "| server | {} (median) | spread | {}load-gen CPU | load avg | errors |",
+            w.unit(),
+            if lat { "p99 µs (median) | " } else { "" }
+        )?;
+        writeln!(
+            m,
+            "|---|---:|---:|{}---:|---:|---:|",
+            if lat { "---:|" } else { "" }
+        )?;
+        for (si, s) in servers.iter().enumerate() {
+            let samples: Vec<&Sample> = r[wi][si].iter().filter(|x| x.ok).collect();
+            let (med, lo, hi) = stats(&samples.iter().map(|x| x.value).collect::<Vec<_>>());
+            let p99 = stats(&samples.iter().map(|x| x.p99_us).collect::<Vec<_>>()).0;
+            let cpu = stats(&samples.iter().map(|x| x.load_cpu).collect::<Vec<_>>()).0;
+            let la = stats(&r[wi][si].iter().map(|x| x.loadavg).collect::<Vec<_>>()).0;
+            let errors: u64 = r[wi][si].iter().map(|x| x.errors).sum();
+            let failed = r[wi][si].len() - samples.len();
+            let spread = if med > 0.0 {
+                format!(
+                    "{}–{} (±{:.0}%)",
+                    fmt_num(lo),
+                    fmt_num(hi),
+                    (hi - lo) / 2.0 / med * 100.0
+                )
+            } else {
+                "-".into()
+            };
+            writeln!(
+                m,
+                "| {} | {} | {} | {}{:.2} | {:.2} | {}{} |",
+                s.name(),
+                if med > 0.0 {
+                    fmt_num(med)
+                } else {
+                    "failed".into()
+                },
+                spread,
+                if lat {
+                    format!("{} | ", fmt_num(p99))
+                } else {
+                    String::new()
+                },
+                cpu,
+                la,
+                errors,
+                if failed > 0 {
+                    format!(" ({failed} run(s) failed)")
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        writeln!(m)?;
+    }
+    // Targets.
+    let idx = |s: Server| servers.iter().position(|x| *x == s);
+    writeln!(m, "## Targets (ratios within this run)\n")?;
+    writeln!(m, "| target | measured | met |\n|---|---:|:-:|")?;
+    if let Some(rc) = idx(Server::RingcastUring) {
+        let e = WORKS.iter().position(|w| *w == Work::Echo32).unwrap_or(0);
+        let rcv = med_of(r, e, rc, |s| s.value);
+        for (peer, want) in [(Server::TungCurrent, 2.7), (Server::Bun, 2.0)] {
+            if let Some(p) = idx(peer) {
+                let pv = med_of(r, e, p, |s| s.value);
+                let ratio = if pv > 0.0 { rcv / pv } else { 0.0 };
+                writeln!(
+                    m,
+                    "| echo 32 B: ringcast ≥ {want}× {} | {ratio:.2}× | {} |",
+                    peer.name(),
+                    if ratio >= want { "yes" } else { "**no**" }
+                )?;
+            }
+        }
+        let b = WORKS.iter().position(|w| *w == Work::Bcast10k).unwrap_or(0);
+        let best = servers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_ringcast())
+            .map(|(i, _)| med_of(r, b, i, |s| s.value))
+            .fold(0.0, f64::max);
+        let ratio = if best > 0.0 {
+            med_of(r, b, rc, |s| s.value) / best
+        } else {
+            0.0
+        };
+        writeln!(
+            m,
+            "| broadcast 10k: ringcast ≥ 1.2× best peer | {ratio:.2}× | {} |",
+            if ratio >= 1.2 { "yes" } else { "**no**" }
+        )?;
+        for (wi, w) in WORKS.iter().enumerate() {
+            if *w == Work::Idle10k {
+                continue;
+            }
+            let mine = med_of(r, wi, rc, |s| s.p99_us);
+            let best = servers
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.is_ringcast())
+                .map(|(i, _)| med_of(r, wi, i, |s| s.p99_us))
+                .filter(|v| *v > 0.0)
+                .fold(f64::INFINITY, f64::min);
+            writeln!(
+                m,
+                "| {}: ringcast p99 below every peer | {} µs vs best peer {} µs | {} |",
+                w.short(),
+                fmt_num(mine),
+                fmt_num(best),
+                if mine > 0.0 && mine < best {
+                    "yes"
+                } else {
+                    "**no**"
+                }
+            )?;
+        }
+        let i = WORKS.iter().position(|w| *w == Work::Idle10k).unwrap_or(0);
+        let mine = med_of(r, i, rc, |s| s.value);
+        let best = servers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_ringcast())
+            .map(|(k, _)| med_of(r, i, k, |s| s.value))
+            .filter(|v| *v > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        writeln!(
+            m,
+            "| idle: ringcast ≤ 256 B/conn and below every peer | {mine:.0} B vs best peer {best:.0} B | {} |",
+            if mine > 0.0 && mine <= 256.0 && mine < best {
+                "yes"
+            } else {
+                "**no**"
+            }
+        )?;
+        let lg = med_of(r, e, rc, |s| s.load_cpu);
+        writeln!(
+            m,
+            "| load generator not the bottleneck (echo 32 B vs ringcast) | {lg:.2} cores used | {} |\n",
+            if lg < 0.9 { "yes" } else { "**no**" }
+        )?;
+    }
+    m.push_str(
+        &std::fs::read_to_string(env.root.join("benches/peers/NOTES.md")).unwrap_or_default(),
+    );
+    Ok(m)
+}
+
+fn chart(servers: &[Server], r: &Table) -> String {
+    let panels: Vec<(usize, bool)> = WORKS
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| !matches!(w, Work::Idle10k))
+        .flat_map(|(i, _)| [(i, false), (i, true)])
+        .collect();
+    let (pw, ph, cols) = (360.0, 40.0 + 22.0 * servers.len() as f64, 2usize);
+    let rows = panels.len().div_ceil(cols);
+    let (w, h) = (pw * cols as f64 + 20.0, ph * rows as f64 + 50.0);
+    let colors = [
+        "#d62728", "#ff9896", "#1f77b4", "#aec7e8", "#2ca02c", "#98df8a", "#9467bd",
+    ];
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">ringcast vs peers: median throughput (left) and p99 latency (right, lower is better), one server core</text>\n"
+    );
+    for (k, (wi, lat)) in panels.iter().enumerate() {
+        let (x0, y0) = (10.0 + pw * (k % cols) as f64, 40.0 + ph * (k / cols) as f64);
+        let w_ = WORKS[*wi];
+        let vals: Vec<f64> = (0..servers.len())
+            .map(|si| med_of(r, *wi, si, |x| if *lat { x.p99_us } else { x.value }))
+            .collect();
+        let max = vals.iter().copied().fold(0.0, f64::max).max(1e-9);
+        let title = if *lat {
+            format!("{}: p99 µs", w_.short())
+        } else {
+            format!("{}: {}", w_.short(), w_.unit())
+        };
+        let _ = writeln!(
+            s,
+            "<text x=\"{x0}\" y=\"{}\" font-weight=\"bold\">{title}</text>",
+            y0 + 12.0
+        );
+        for (si, v) in vals.iter().enumerate() {
+            let y = y0 + 20.0 + 22.0 * si as f64;
+            let bw = (pw - 170.0) * v / max;
+            let _ = writeln!(
+                s,
+                "<text x=\"{x0}\" y=\"{}\">{}</text><rect x=\"{}\" y=\"{y}\" width=\"{bw:.1}\" height=\"16\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+                y + 12.0,
+                servers[si].name(),
+                x0 + 95.0,
+                colors[SERVERS.iter().position(|x| *x == servers[si]).unwrap_or(0) % colors.len()],
+                x0 + 98.0 + bw,
+                y + 12.0,
+                if *v > 0.0 { fmt_num(*v) } else { "n/a".into() }
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,65 @@
+//! ringcast for the broadcast workload: the engine with its default configuration, plus an in-process
+//! [`Publisher`](ringcast_engine::Publisher) thread that, once N connections are open, publishes the same 64-byte
+//! payload as the peers' flood into `load.0` as fast as the engine accepts it, never more than
+//! `RING/2` messages ahead of the average subscriber (the peers' bound; yielding otherwise) for the
+//! flood duration. Usage: `ringcast-flood --listen ADDR --cpu 1 --driver uring|epoll --flood-subs N
+//! --flood-secs S`.
+
+use std::time::{Duration, Instant};
+
+use ringcast_engine::{Config, CoreSet, Driver, PublishError};
+
+fn main() {
+    let mut cfg = Config::default();
+    let (mut subs, mut secs, mut cpu) = (1000u64, 10.0f64, 1usize);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let v = args.next().unwrap_or_default();
+        match flag.as_str() {
+            "--listen" => cfg.listen = v.parse().expect("--listen ADDR"),
+            "--cpu" => cpu = v.parse().expect("--cpu N"),
+            "--driver" => {
+                cfg.driver = if v == "epoll" {
+                    Driver::Epoll
+                } else {
+                    Driver::Uring
+                }
+            }
+            "--flood-subs" => subs = v.parse().expect("--flood-subs N"),
+            "--flood-secs" => secs = v.parse().expect("--flood-secs S"),
+            _ => panic!("unknown flag {flag}"),
+        }
+    }
+    cfg.cores = CoreSet::List(vec![cpu]);
+    let handle = ringcast_engine::start(cfg).expect("engine start");
+    let publisher = handle.publisher();
+    let open = || {
+        handle
+            .stats()
+            .iter()
+            .map(|s| s.connections_open())
+            .sum::<u64>()
+    };
+    while open() < subs {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let delivered = || handle.stats().iter().map(|s| s.deliveries()).sum::<u64>();
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        // The same bound as the peers' flood: at most RING/2 messages ahead of the average subscriber.
+        if sent.saturating_sub(delivered() / subs.max(1)) >= (ringcast_peers::RING / 2) as u64 {
+            std::thread::yield_now();
+            continue;
+        }
+        match publisher.publish_json("load.0", ringcast_peers::flood_payload()) {
+            Ok(()) => sent += 1,
+            Err(PublishError::Backpressure) => std::thread::yield_now(),
+            Err(e) => panic!("publish: {e}"),
+        }
+    }
+    // Stay up until the harness stops the process.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
