@@ -61,6 +61,11 @@ pub(crate) const ERRORED: u8 = 16;
 pub(crate) const SHUT_WRITE: u8 = 32;
 /// Listed in the core's dirty list (queued output to flush at the end of the turn).
 pub(crate) const DIRTY: u8 = 64;
+/// Accepted over its IP's connection rate or count: answer 429 to the request head.
+pub(crate) const IP_LIMITED: u8 = 128;
+
+/// `Conn::ip_slot` of a connection whose IP is not tracked.
+pub(crate) const NO_IP_SLOT: u32 = u32::MAX;
 
 /// One queued frame (or response) and whether it may be dropped by the drop-oldest policy.
 pub(crate) struct OutFrame {
@@ -96,6 +101,8 @@ pub(crate) struct Conn {
     /// Token bucket of the pub/sub message rate limit: messages the client may still send, and when it was refilled.
     pub(crate) rate_tokens: u32,
     pub(crate) rate_tick: Tick,
+    /// Index of the client IP's entry in the core's per-IP table, or [`NO_IP_SLOT`].
+    pub(crate) ip_slot: u32,
     /// A request head received in pieces; empty (no allocation) otherwise.
     pub(crate) head: Vec<u8>,
     pub(crate) out: Option<Box<OutQueue>>,

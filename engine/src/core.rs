@@ -39,8 +39,8 @@ use pubsub::{Topics, Waiting};
 use crate::bus::{CoreMsg, Mesh, Outbox};
 use crate::config::{Config, SlowConsumerPolicy, origin_allowed};
 use crate::conn::{
-    CLOSE_ON_FLUSH, Conn, ERRORED, OutFrame, PING_OUT, REJECT, Route, SHUT_WRITE, State, Tick,
-    WANT_WRITE, ticks,
+    CLOSE_ON_FLUSH, Conn, ERRORED, IP_LIMITED, NO_IP_SLOT, OutFrame, PING_OUT, REJECT, Route,
+    SHUT_WRITE, State, Tick, WANT_WRITE, ticks,
 };
 use crate::poller::{Epoll, READ, READ_WRITE, Waker};
 use crate::stats::{CoreStats, add, render_prometheus, sub};
@@ -49,6 +49,19 @@ use crate::stats::{CoreStats, add, render_prometheus, sub};
 const WAKER_TOKEN: u64 = u64::MAX;
 /// Most buffers handed to one writev.
 const MAX_IOVECS: usize = 64;
+/// Most client IPs one core tracks for the per-IP limits; connections from further IPs are not limited per IP
+/// until idle entries are evicted by the sweep.
+const MAX_TRACKED_IPS: usize = 1 << 18;
+
+/// One client IP's per-core limit state.
+struct IpEntry {
+    ip: std::net::IpAddr,
+    /// Connections from this IP open on this core.
+    open: u32,
+    /// Token bucket of new connections per second.
+    tokens: u32,
+    tick: Tick,
+}
 
 /// What every core shares, read-only.
 pub(crate) struct Shared {
@@ -111,6 +124,11 @@ pub(crate) struct Core {
     /// Connections whose waiting HTTP request was answered this turn and may have pipelined requests behind it.
     resume_http: Vec<usize>,
     next_serial: u32,
+    /// Per-IP limit state, indexed by `Conn::ip_slot` (only when a per-IP limit is configured).
+    ip_entries: Slab<IpEntry>,
+    ip_index: std::collections::HashMap<std::net::IpAddr, u32>,
+    /// Authenticated WebSocket and SSE connections of each user on this core: (key, serial).
+    pub(crate) users: std::collections::HashMap<Arc<str>, Vec<(u32, u32)>>,
 }
 
 enum Next {
@@ -186,6 +204,9 @@ impl Core {
             dirty: Vec::new(),
             resume_http: Vec::new(),
             next_serial: 0,
+            ip_entries: Slab::new(),
+            ip_index: std::collections::HashMap::new(),
+            users: std::collections::HashMap::new(),
         })
     }
 
@@ -206,7 +227,7 @@ impl Core {
     }
 
     /// Takes ownership of an accepted socket and parks it in the readiness set.
-    pub(crate) fn register(&mut self, fd: RawFd) {
+    pub(crate) fn register(&mut self, fd: RawFd, peer: Option<std::net::IpAddr>) {
         if self.drain_deadline.is_some() {
             close_fd(fd);
             return;
@@ -224,31 +245,144 @@ impl Core {
         }
         self.update_clock();
         let reject = self.conns.len() >= limit;
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
+        let key = self.conns.vacant_key();
         if let Err(e) = self.epoll.add(fd, READ, key as u64) {
             tracing::warn!(error = %e, "epoll registration failed");
             close_fd(fd);
             return;
         }
+        let (ip_slot, limited) = match peer {
+            Some(ip) => self.admit_ip(ip),
+            None => (NO_IP_SLOT, false),
+        };
+        let mut flags = if reject { REJECT } else { 0 };
+        if limited {
+            flags |= IP_LIMITED;
+        }
         self.next_serial = self.next_serial.wrapping_add(1);
+        let entry = self.conns.vacant_entry();
+        debug_assert_eq!(entry.key(), key);
         entry.insert(Conn {
             fd,
             serial: self.next_serial,
             state: State::Http,
             route: Route::Echo,
-            flags: if reject { REJECT } else { 0 },
+            flags,
             last_heard: self.now,
             deadline: self.now.wrapping_add(self.timers.handshake),
             decoder: Decoder::new(self.decoder_config),
             rate_tokens: self.shared.config.ws_rate_limit,
             rate_tick: self.now,
+            ip_slot,
             head: Vec::new(),
             out: None,
             ext: None,
         });
         add(&self.stats.connections_open, 1);
         add(&self.stats.connections_accepted, 1);
+    }
+
+    /// Counts a new connection from `ip` against the per-IP limits: its table slot, and whether it is over a limit
+    /// (it is then answered 429). No tracking without per-IP limits.
+    fn admit_ip(&mut self, ip: std::net::IpAddr) -> (u32, bool) {
+        let c = &self.shared.config;
+        let (rate, max_open) = (c.ip_connect_rate, c.max_connections_per_ip);
+        if rate == 0 && max_open == 0 {
+            return (NO_IP_SLOT, false);
+        }
+        let slot = match self.ip_index.get(&ip) {
+            Some(&s) => s,
+            None => {
+                if self.ip_entries.len() >= MAX_TRACKED_IPS {
+                    return (NO_IP_SLOT, false);
+                }
+                let s = self.ip_entries.insert(IpEntry {
+                    ip,
+                    open: 0,
+                    tokens: rate,
+                    tick: self.now,
+                }) as u32;
+                self.ip_index.insert(ip, s);
+                s
+            }
+        };
+        let e = &mut self.ip_entries[slot as usize];
+        e.open += 1;
+        let mut limited = max_open != 0 && e.open > max_open;
+        if rate != 0 {
+            let elapsed = u64::from(self.now.wrapping_sub(e.tick));
+            if elapsed > 0 {
+                let refill = elapsed * u64::from(rate) / crate::conn::TICKS_PER_SEC;
+                if refill > 0 {
+                    e.tokens = (u64::from(e.tokens) + refill).min(u64::from(rate)) as u32;
+                    e.tick = self.now;
+                }
+            }
+            if e.tokens == 0 {
+                limited = true;
+            } else if !limited {
+                e.tokens -= 1;
+            }
+        }
+        (slot, limited)
+    }
+
+    /// Evicts per-IP entries with no open connection and a full bucket (called by the sweep).
+    fn evict_idle_ips(&mut self) {
+        let rate = self.shared.config.ip_connect_rate;
+        let now = self.now;
+        let index = &mut self.ip_index;
+        self.ip_entries.retain(|_, e| {
+            let full = rate == 0
+                || u64::from(now.wrapping_sub(e.tick)) * u64::from(rate)
+                    / crate::conn::TICKS_PER_SEC
+                    + u64::from(e.tokens)
+                    >= u64::from(rate);
+            let keep = e.open > 0 || !full;
+            if !keep {
+                index.remove(&e.ip);
+            }
+            keep
+        });
+    }
+
+    /// Takes one publish from the connection's publish bucket; false when it is empty (or the rate is off: true).
+    fn take_publish_token(&mut self, key: usize) -> bool {
+        let rate = self.shared.config.publish_rate_limit;
+        if rate == 0 {
+            return true;
+        }
+        let now = self.now;
+        let ext = self.conns[key].ext.get_or_insert_with(Box::default);
+        let (tokens, tick) = ext.publish_bucket.get_or_insert((rate, now));
+        let elapsed = u64::from(now.wrapping_sub(*tick));
+        let refill = elapsed * u64::from(rate) / crate::conn::TICKS_PER_SEC;
+        if refill > 0 {
+            *tokens = (u64::from(*tokens) + refill).min(u64::from(rate)) as u32;
+            *tick = now;
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
+
+    /// Closes a WebSocket with 1008 for going over a limit.
+    pub(crate) fn close_over_limit(&mut self, key: usize, reason: &str) {
+        add(&self.stats.limit_rejected, 1);
+        self.stats.protocol_error(CloseCode::POLICY_VIOLATION.0);
+        self.stage_close(CloseCode::POLICY_VIOLATION, reason);
+        let conn = &mut self.conns[key];
+        conn.state = State::Closing;
+        conn.flags |= ERRORED;
+        conn.deadline = self.now.wrapping_add(self.timers.close);
+    }
+
+    /// Stages a 429 with `Retry-After`.
+    fn too_many(&mut self, message: &str, cors: Option<&str>, keep_alive: bool) {
+        add(&self.stats.limit_rejected, 1);
+        self.error_response_with(429, message, cors, keep_alive, &[("retry-after", b"1")]);
     }
 
     /// Serves every ready connection once. Called by the readiness loop after the epoll descriptor turned readable.
@@ -499,9 +633,26 @@ impl Core {
         let left = left
             .saturating_mul(crate::conn::TICKS_PER_SEC)
             .min(u64::from(Tick::MAX / 4)) as Tick;
+        let serial = self.conns[key].serial;
+        self.users
+            .entry(id.user.clone())
+            .or_default()
+            .push((key as u32, serial));
         let ext = self.conns[key].ext.get_or_insert_with(Box::default);
         ext.expires = Some(self.now.wrapping_add(left.max(1)));
         ext.identity = Some(id);
+    }
+
+    /// Would one more long-lived connection put this user over `max_connections_per_user` on this core?
+    fn user_over_limit(&self, identity: Option<&crate::auth::Identity>) -> bool {
+        let max = self.shared.config.max_connections_per_user;
+        match identity {
+            Some(id) if max != 0 => self
+                .users
+                .get(&id.user)
+                .is_some_and(|v| v.len() >= max as usize),
+            _ => false,
+        }
     }
 
     /// Answers one request; returns whether to keep reading requests.
@@ -512,6 +663,12 @@ impl Core {
             write_rejection(&mut self.wbuf, 503, "server at connection capacity");
             self.marks.push((self.wbuf.len(), true));
             conn.flags |= CLOSE_ON_FLUSH;
+            return Next::Stop;
+        }
+        if conn.has(IP_LIMITED) {
+            add(&self.stats.http_requests, 1);
+            self.too_many("too many connections from this address", None, false);
+            self.conns[key].flags |= CLOSE_ON_FLUSH;
             return Next::Stop;
         }
         let keep_alive = req.keep_alive();
@@ -647,6 +804,10 @@ impl Core {
                     }
                     PubSubRoute::Poll(_) => self.start_poll(key, req, topic, cors, true),
                     PubSubRoute::Messages(_) => self.start_poll(key, req, topic, cors, false),
+                    _ if !self.take_publish_token(key) => {
+                        self.too_many("publish rate limit exceeded", cors.as_deref(), keep_alive);
+                        self.after_response(key, keep_alive)
+                    }
                     _ => self.start_publish(key, req, topic, body, cors),
                 }
             }
@@ -741,6 +902,11 @@ impl Core {
         identity: Option<Arc<crate::auth::Identity>>,
     ) -> Next {
         match validate_upgrade(req) {
+            Ok(_) if self.user_over_limit(identity.as_deref()) => {
+                self.too_many("too many connections for this user", None, false);
+                self.conns[key].flags |= CLOSE_ON_FLUSH;
+                Next::Stop
+            }
             Ok(up) => {
                 self.attach_identity(key, identity);
                 let conn = &mut self.conns[key];
@@ -771,6 +937,11 @@ impl Core {
         cors: Option<&str>,
         identity: Option<Arc<crate::auth::Identity>>,
     ) -> Next {
+        if self.user_over_limit(identity.as_deref()) {
+            self.too_many("too many connections for this user", cors, false);
+            self.conns[key].flags |= CLOSE_ON_FLUSH;
+            return Next::Stop;
+        }
         let since = match (req.header("last-event-id"), req.query_param("since")) {
             (Some(h), _) => match ringcast_protocol::sse::parse_last_event_id(h) {
                 Ok(v) => v,
@@ -999,7 +1170,12 @@ impl Core {
                             conn.deadline = self.now.wrapping_add(self.timers.close);
                             break;
                         }
-                        Message::Text(t) if route == Route::PubSub => self.on_pubsub_text(key, t),
+                        Message::Text(t) if route == Route::PubSub => {
+                            self.on_pubsub_text(key, t);
+                            if self.conns[key].state == State::Closing {
+                                break; // closed over a limit: nothing more is read
+                            }
+                        }
                         Message::Binary(_) if route == Route::PubSub => {
                             let mut reply = Vec::new();
                             ringcast_protocol::pubsub::write_error(
@@ -1479,6 +1655,9 @@ impl Core {
         if let Some(conn) = self.conns.try_remove(key) {
             close_fd(conn.fd);
             sub(&self.stats.connections_open, 1);
+            if let Some(e) = self.ip_entries.get_mut(conn.ip_slot as usize) {
+                e.open = e.open.saturating_sub(1);
+            }
             self.forget_subscriptions(key, conn.serial, conn.ext);
         }
     }
@@ -1589,6 +1768,9 @@ impl Core {
             }
         }
         self.sweep_keys = keys;
+        if !self.ip_entries.is_empty() {
+            self.evict_idle_ips();
+        }
         self.owner_sweep(Instant::now());
         self.end_turn();
         self.check_finished();
@@ -1752,10 +1934,10 @@ pub(crate) async fn run(core: Core, listener: StdListener) -> io::Result<()> {
         let mut last_warn: Option<Instant> = None;
         loop {
             match listener.cancelable_accept(cancel_handle.clone()).await {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let fd = stream.into_raw_fd();
                     match accept_core.upgrade() {
-                        Some(c) => c.borrow_mut().register(fd),
+                        Some(c) => c.borrow_mut().register(fd, Some(peer.ip())),
                         None => {
                             close_fd(fd);
                             break;

@@ -93,6 +93,8 @@ pub(crate) struct ConnExt {
     pub(crate) identity: Option<Arc<crate::auth::Identity>>,
     /// The tick at which that token expires (the sweep closes the connection then).
     pub(crate) expires: Option<crate::conn::Tick>,
+    /// Publish token bucket (tokens left, tick of the last refill), created on the first publish.
+    pub(crate) publish_bucket: Option<(u32, crate::conn::Tick)>,
 }
 
 /// Per-core pub/sub state.
@@ -516,6 +518,14 @@ impl Core {
         ext: Option<Box<ConnExt>>,
     ) {
         let Some(ext) = ext else { return };
+        if let Some(id) = &ext.identity
+            && let Some(v) = self.users.get_mut(&id.user)
+        {
+            v.retain(|&(k, s)| (k, s) != (key as u32, serial));
+            if v.is_empty() {
+                self.users.remove(&id.user);
+            }
+        }
         for topic in ext.topics {
             self.leave_local(&topic, key as u32, serial);
         }
@@ -659,6 +669,10 @@ impl Core {
             Ok(ClientOp::Pub { topic, data, id }) => {
                 if !self.permits(key, |p| p.may_publish(topic)) {
                     self.forbidden(key, id, "the token does not allow publishing on this topic");
+                    return;
+                }
+                if !self.take_publish_token(key) {
+                    self.close_over_limit(key, "publish rate limit exceeded");
                     return;
                 }
                 let ack = id.map(|_| self.token(key, id));
