@@ -176,6 +176,9 @@ impl Core {
             // More is waiting: come back after the sockets had their turn.
             self.waker.wake();
         }
+        // Other cores get their share (deliveries, acknowledgements) before this core spends its time writing to
+        // its own subscribers, so the cores fan out in parallel.
+        self.outbox.flush(&self.mesh);
         self.flush_staged();
         self.outbox_waiting = self.outbox.flush(&self.mesh);
         add(&self.stats.bus_dropped, self.outbox.dropped);
