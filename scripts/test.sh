@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
+step "redis-server (the multi-node tests start their own)"
+command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -174,6 +174,13 @@ pub(crate) struct ServeArgs {
     /// [default: 0]
     #[arg(long, value_name = "N")]
     pub max_connections_per_user: Option<u32>,
+    /// Multi-node mode: share every topic's sequence, history and fan-out with the other nodes through this Redis
+    /// (redis://host:port/) [default: single node, no Redis]
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// This node's name in logs and /metrics (with --redis) [default: hostname-pid-random]
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 fn duration(name: &str, v: &str) -> anyhow::Result<Duration> {
@@ -301,7 +308,9 @@ impl ServeArgs {
             publish_rate_limit,
             ip_connect_rate,
             max_connections_per_ip,
-            max_connections_per_user
+            max_connections_per_user,
+            redis,
+            node_id
         )
     }
 
@@ -438,6 +447,20 @@ impl ServeArgs {
                 *target = v;
             }
         }
+        c.redis = match (a.redis, a.node_id) {
+            (Some(url), node_id) => {
+                if !url.starts_with("redis://") && !url.starts_with("unix://") {
+                    bail!("--redis: {url:?} is not a redis:// URL");
+                }
+                let mut r = ringcast_engine::RedisConfig::new(url);
+                if let Some(id) = node_id {
+                    r.node_id = id;
+                }
+                Some(r)
+            }
+            (None, Some(_)) => bail!("--node-id needs --redis"),
+            (None, None) => None,
+        };
         if let Some(v) = a.conflate {
             for p in &v {
                 conflate_pattern(p)?;
@@ -639,6 +662,38 @@ mod tests {
         );
         assert_eq!(c.poll_limit, 30, "flag wins");
         assert_eq!(c.conflate, ["*"], "file list kept when no flag is given");
+    }
+
+    #[test]
+    fn redis_from_flags_and_file() {
+        let c = parse(&[]).resolve().unwrap();
+        assert!(c.redis.is_none(), "single node by default");
+        let c = parse(&["--redis", "redis://127.0.0.1:6379/", "--node-id", "a"])
+            .resolve()
+            .unwrap();
+        let r = c.redis.unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.node_id.as_str()),
+            ("redis://127.0.0.1:6379/", "a")
+        );
+        let c = parse(&["--redis", "redis://h/"]).resolve().unwrap();
+        assert!(
+            !c.redis.unwrap().node_id.is_empty(),
+            "a node id is generated"
+        );
+        assert!(parse(&["--node-id", "a"]).resolve().is_err());
+        assert!(parse(&["--redis", "http://h/"]).resolve().is_err());
+        let dir = std::env::temp_dir().join(format!("ringcast-cfg-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ringcast.toml");
+        std::fs::write(&path, "redis = \"redis://r:6380/\"\nnode-id = \"n1\"\n").unwrap();
+        let c = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.redis.map(|r| r.node_id), Some("n1".to_owned()));
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub(crate) enum CoreMsg {
     },
     /// To the owner: core `core` has no subscriber of `topic` left.
     Unsubscribe { topic: Arc<str>, core: u16 },
+    /// From the Redis bridge to the publisher's core: the message was not published (Redis unreachable or failed);
+    /// the publisher gets 503 (HTTP) or an `unavailable` error (WebSocket).
+    PublishFailed { token: Token, topic: Arc<str> },
     /// From the owner to a subscribing core: history for one subscriber, after which live messages follow in order.
     Replay {
         topic: Arc<str>,
@@ -84,21 +87,58 @@ pub(crate) enum CoreMsg {
 
 /// The send side of the mesh, shared read-only by every core and every [`crate::Publisher`].
 pub(crate) struct Mesh {
+    /// One channel per core, then (in multi-node mode) the Redis bridge's.
     pub(crate) senders: Vec<Sender<CoreMsg>>,
     pub(crate) wakers: Vec<Arc<Waker>>,
+    /// How many of the endpoints are cores.
+    cores: usize,
+    /// The bridge's endpoint index (= `cores`) when multi-node mode is on: it owns every topic.
+    bridge: Option<usize>,
 }
 
 impl Mesh {
     /// Builds the mesh: one bounded channel into each core.
+    #[cfg(test)]
     pub(crate) fn new(
         wakers: Vec<Arc<Waker>>,
         capacity: usize,
     ) -> (Arc<Mesh>, Vec<Receiver<CoreMsg>>) {
+        Self::with_bridge(wakers, None, capacity)
+    }
+
+    /// Builds the mesh with, when `bridge` is given, one more endpoint after the cores: the Redis bridge, which then
+    /// owns every topic. The receivers come in endpoint order (the bridge's last).
+    pub(crate) fn with_bridge(
+        mut wakers: Vec<Arc<Waker>>,
+        bridge: Option<Arc<Waker>>,
+        capacity: usize,
+    ) -> (Arc<Mesh>, Vec<Receiver<CoreMsg>>) {
+        let cores = wakers.len();
+        let bridge = bridge.map(|w| {
+            wakers.push(w);
+            cores
+        });
         let (senders, receivers) = wakers
             .iter()
             .map(|_| crossbeam_channel::bounded(capacity))
             .unzip();
-        (Arc::new(Mesh { senders, wakers }), receivers)
+        (
+            Arc::new(Mesh {
+                senders,
+                wakers,
+                cores,
+                bridge,
+            }),
+            receivers,
+        )
+    }
+
+    /// The endpoint that owns a topic: the Redis bridge in multi-node mode, else a core chosen by the topic's hash.
+    pub(crate) fn owner_of(&self, topic: &str) -> usize {
+        match self.bridge {
+            Some(b) => b,
+            None => (ringcast_protocol::topic::topic_hash(topic) % self.cores as u64) as usize,
+        }
     }
 
     /// Sends one message from outside any core and wakes the target; a full channel hands the message back.
@@ -112,9 +152,9 @@ impl Mesh {
         }
     }
 
-    /// How many cores there are.
+    /// How many cores there are (the bridge endpoint not counted).
     pub(crate) fn cores(&self) -> usize {
-        self.senders.len()
+        self.cores
     }
 }
 
@@ -137,6 +177,10 @@ impl Outbox {
 
     /// Queues a message for `target`.
     pub(crate) fn push(&mut self, target: usize, msg: CoreMsg) {
+        if target >= self.queues.len() {
+            // The bridge endpoint, after the cores.
+            self.queues.resize_with(target + 1, VecDeque::new);
+        }
         let q = &mut self.queues[target];
         if q.len() >= self.limit {
             q.pop_front();

@@ -135,6 +135,9 @@ pub struct Config {
     /// Open WebSocket and SSE connections one authenticated user (`sub`) may hold on one core; over it 429. 0:
     /// unlimited.
     pub max_connections_per_user: u32,
+    /// Multi-node mode: every topic's sequence, history and fan-out go through this Redis (see
+    /// [`crate::RedisConfig`]). `None` (the default): one node, no Redis.
+    pub redis: Option<crate::bridge::RedisConfig>,
 }
 
 /// A static file the server answers `GET path` with.
@@ -190,6 +193,7 @@ impl Default for Config {
             ip_connect_rate: 0,
             max_connections_per_ip: 0,
             max_connections_per_user: 0,
+            redis: None,
         }
     }
 }

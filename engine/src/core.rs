@@ -33,6 +33,7 @@ use ringcast_protocol::ws::{
 use slab::Slab;
 
 mod pubsub;
+mod remote;
 pub(crate) use pubsub::ConnExt;
 use pubsub::{Topics, Waiting};
 
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     /// Verifies client tokens when authentication is configured.
     pub(crate) verifier: Option<crate::auth::Verifier>,
+    /// The Redis bridge's state (multi-node mode): readiness and its `/metrics` block.
+    pub(crate) bridge: Option<Arc<crate::bridge::BridgeStats>>,
 }
 
 /// Timer lengths converted once to ticks.
@@ -843,6 +846,9 @@ impl Core {
                         ("/metrics", true) => {
                             let mut body = Vec::with_capacity(8 * 1024);
                             render_prometheus(&self.shared.stats, &mut body);
+                            if let Some(b) = &self.shared.bridge {
+                                b.render(&mut body);
+                            }
                             write_response(
                                 &mut self.wbuf,
                                 200,
@@ -851,7 +857,23 @@ impl Core {
                                 keep_alive,
                             );
                         }
-                        ("/healthz" | "/metrics", false) => write_response(
+                        ("/readyz", true) => {
+                            // Ready: single node always; multi-node while the Redis bridge is connected.
+                            let ready = self.shared.bridge.as_ref().is_none_or(|b| b.ready());
+                            let (status, body): (u16, &[u8]) = if ready {
+                                (200, b"ready\n")
+                            } else {
+                                (503, b"not ready: redis bridge disconnected\n")
+                            };
+                            write_response(
+                                &mut self.wbuf,
+                                status,
+                                &[("content-type", b"text/plain")],
+                                body,
+                                keep_alive,
+                            )
+                        }
+                        ("/healthz" | "/readyz" | "/metrics", false) => write_response(
                             &mut self.wbuf,
                             405,
                             &[("allow", b"GET"), ("content-type", b"text/plain")],

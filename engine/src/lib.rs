@@ -25,13 +25,15 @@
 //! ## Topics
 //! Every topic has one owner core (by a stable hash of its name) that numbers its messages and keeps its history;
 //! cores exchange messages only through bounded lock-free channels with an eventfd wake-up (see `bus`). Outside
-//! threads publish through a [`Publisher`].
+//! threads publish through a [`Publisher`]. In multi-node mode ([`Config::redis`]) the owner of every topic is the
+//! Redis bridge, one more endpoint of the same mesh served by its own thread; seq and history then live in Redis.
 //!
 //! ## Non-goals (for now)
-//! TLS (terminate in front), permessage-deflate, multi-node (the Redis bridge has its own issue).
+//! TLS (terminate in front), permessage-deflate, Redis Cluster and Sentinel (see ARCHITECTURE.md).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod auth;
+mod bridge;
 mod bus;
 pub mod config;
 mod conn;
@@ -44,6 +46,7 @@ pub mod server;
 pub mod stats;
 
 pub use auth::{AuthKey, Identity, Permissions};
+pub use bridge::{RedisConfig, default_node_id};
 pub use config::{Asset, Config, CoreSet, Driver, HistoryLimits, SlowConsumerPolicy};
 pub use error::EngineError;
 pub use publisher::{PublishError, Publisher};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringcast_protocol::topic::{TopicError, topic_hash, validate_topic};
+use ringcast_protocol::topic::{TopicError, validate_topic};
 
 use crate::bus::{CoreMsg, Mesh};
 
@@ -94,7 +94,7 @@ impl Publisher {
 
     fn send_unchecked_size(&self, topic: &str, data: Bytes) -> Result<(), PublishError> {
         validate_topic(topic).map_err(PublishError::InvalidTopic)?;
-        let owner = (topic_hash(topic) % self.mesh.cores() as u64) as usize;
+        let owner = self.mesh.owner_of(topic);
         let msg = CoreMsg::Publish {
             topic: Arc::from(topic),
             data,

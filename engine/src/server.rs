@@ -34,6 +34,8 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<Result<(), EngineError>>>,
     driver: ActiveDriver,
     publisher: Publisher,
+    /// The Redis bridge's waker and thread (multi-node mode).
+    bridge: Option<(Arc<Waker>, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -107,7 +109,12 @@ impl ServerHandle {
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
         ShutdownTrigger {
             shared_flag: Arc::new(SharedFlag {
-                wakers: self.wakers.clone(),
+                wakers: self
+                    .wakers
+                    .iter()
+                    .chain(self.bridge.as_ref().map(|b| &b.0))
+                    .cloned()
+                    .collect(),
                 shared: self.shared.clone(),
             }),
         }
@@ -121,6 +128,11 @@ impl ServerHandle {
     /// Waits until every reactor has stopped.
     pub fn join(self) -> Result<(), EngineError> {
         let mut result = Ok(());
+        if let Some((_, t)) = self.bridge
+            && t.join().is_err()
+        {
+            result = Err(EngineError::Panicked(self.threads.len()));
+        }
         for (i, t) in self.threads.into_iter().enumerate() {
             match t.join() {
                 Ok(Ok(())) => {}
@@ -227,7 +239,12 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
         Some(key) => Some(crate::auth::Verifier::new(key).map_err(EngineError::Config)?),
         None => None,
     };
+    let bridge_stats = config
+        .redis
+        .as_ref()
+        .map(|r| Arc::new(crate::bridge::BridgeStats::new(&r.node_id)));
     let shared = Arc::new(Shared {
+        bridge: bridge_stats.clone(),
         verifier,
         config,
         stats,
@@ -239,7 +256,39 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
             Waker::new().map_err(|source| EngineError::Core { core: i, source })?,
         ));
     }
-    let (mesh, inboxes) = Mesh::new(wakers.clone(), shared.config.bus_capacity);
+    let bridge_waker = match &bridge_stats {
+        Some(_) => Some(Arc::new(Waker::new().map_err(|source| {
+            EngineError::Core {
+                core: wakers.len(),
+                source,
+            }
+        })?)),
+        None => None,
+    };
+    let (mesh, mut inboxes) = Mesh::with_bridge(
+        wakers.clone(),
+        bridge_waker.clone(),
+        shared.config.bus_capacity,
+    );
+    // The bridge's inbox is the last endpoint; it starts before the cores so nothing sent to it is lost.
+    let bridge = match (&shared.config.redis, bridge_waker, bridge_stats) {
+        (Some(cfg), Some(waker), Some(stats)) => {
+            let inbox = inboxes
+                .pop()
+                .ok_or_else(|| EngineError::Config("mesh".into()))?;
+            let t = crate::bridge::spawn(
+                cfg,
+                mesh.clone(),
+                inbox,
+                waker.clone(),
+                shared.clone(),
+                stats,
+            )
+            .map_err(EngineError::Config)?;
+            Some((waker, t))
+        }
+        _ => None,
+    };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
     let mut threads = Vec::with_capacity(cores.len());
     for (i, ((core_id, listener), inbox)) in
@@ -314,6 +363,7 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
         threads,
         driver,
         publisher,
+        bridge,
     };
     for _ in 0..handle.threads.len() {
         match ready_rx.recv() {

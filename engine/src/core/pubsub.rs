@@ -18,7 +18,6 @@ use ringcast_protocol::pubsub::{
     ClientOp, RequestId, write_ack, write_error, write_msg, write_publish_ok, write_reset,
     write_sse_msg, write_sse_reset,
 };
-use ringcast_protocol::topic::topic_hash;
 use ringcast_protocol::ws::{OpCode, server_frame_bytes};
 
 use super::Core;
@@ -127,7 +126,7 @@ fn json_bytes(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 impl Core {
     /// The owner core of a topic.
     pub(super) fn owner_of(&self, topic: &str) -> usize {
-        (topic_hash(topic) % self.mesh.cores() as u64) as usize
+        self.mesh.owner_of(topic)
     }
 
     /// A token naming connection `key` and the client's request id.
@@ -189,6 +188,7 @@ impl Core {
         match msg {
             CoreMsg::Publish { topic, data, ack } => self.owner_publish(topic, data, ack),
             CoreMsg::PublishAck { token, topic, seq } => self.on_publish_ack(token, &topic, seq),
+            CoreMsg::PublishFailed { token, topic } => self.on_publish_failed(token, &topic),
             CoreMsg::Subscribe {
                 topic,
                 token,

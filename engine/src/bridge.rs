@@ -1,0 +1,1080 @@
+//! The Redis bridge (multi-node mode): the owner of every topic when `Config::redis` is set.
+//!
+//! The bridge is one more endpoint of the mesh (index = number of cores), served by a dedicated thread running a
+//! small tokio `current_thread` runtime. Cores speak to it exactly as they speak to an owner core — `Publish`,
+//! `Subscribe`, `Unsubscribe`, `Fetch` — and it answers with `PublishAck` (or `PublishFailed`), `Replay`,
+//! `Fetched` and `Deliver`, so the core side (local subscribers, dedup by seq, gap → reset, encoding once) is the
+//! same in both modes. No reactor ever waits on Redis: the bridge's inbox is a bounded crossbeam channel with an
+//! eventfd waker (awaited through tokio's `AsyncFd`), and its answers go back through the cores' channels.
+//!
+//! In Redis, a topic `t` is three keys sharing the hash tag `{t}`: `rc:{t}:seq` (the counter), `rc:{t}:h` (a
+//! capped stream whose ids are `<seq>-0`) and the pub/sub channel `rc:{t}:live` (`"<seq> <data>"`). Publishing is
+//! one Lua script (counter, stream, channel). The bridge subscribes to a topic's channel only while cores of this
+//! node subscribe to it (or long polls wait on it). See ARCHITECTURE.md, "Multi-node (the Redis bridge)".
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Value};
+
+use crate::bus::{CoreMsg, Mesh, Outbox, Token};
+use crate::core::Shared;
+use crate::poller::Waker;
+
+/// Multi-node settings: where Redis is and what this node is called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://host:port/` (optionally with a database number and credentials).
+    pub url: String,
+    /// This node's name in logs and `/metrics`; unique per node.
+    pub node_id: String,
+}
+
+impl RedisConfig {
+    /// A configuration for `url` with a generated node id (hostname, pid and a random suffix).
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            node_id: default_node_id(),
+        }
+    }
+}
+
+/// `hostname-pid-random`, unique enough to tell nodes (and restarts of one node) apart.
+pub fn default_node_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "node".to_owned()
+    } else {
+        host
+    };
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{host}-{}-{:08x}", std::process::id(), h.finish() as u32)
+}
+
+/// The bridge's state for `/readyz` and `/metrics`: written by the bridge thread, read by any core.
+#[derive(Debug, Default)]
+pub(crate) struct BridgeStats {
+    connected: AtomicU64,
+    publishes: AtomicU64,
+    publish_errors: AtomicU64,
+    errors: AtomicU64,
+    reconnects: AtomicU64,
+    node_id: String,
+}
+
+impl BridgeStats {
+    pub(crate) fn new(node_id: &str) -> Self {
+        BridgeStats {
+            node_id: node_id.to_owned(),
+            ..BridgeStats::default()
+        }
+    }
+
+    /// Connected to Redis (pub/sub and commands) and caught up: the node is ready.
+    pub(crate) fn ready(&self) -> bool {
+        self.connected.load(Relaxed) == 1
+    }
+
+    /// Appends the bridge's Prometheus families.
+    pub(crate) fn render(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let families = [
+            (
+                "ringcast_bridge_connected",
+                "gauge",
+                "1 when the Redis bridge is connected and caught up (the node is ready), else 0.",
+                &self.connected,
+            ),
+            (
+                "ringcast_bridge_publishes_total",
+                "counter",
+                "Publishes numbered and stored by Redis through this node.",
+                &self.publishes,
+            ),
+            (
+                "ringcast_bridge_publish_errors_total",
+                "counter",
+                "Publishes refused (503) because Redis was unreachable or failed.",
+                &self.publish_errors,
+            ),
+            (
+                "ringcast_bridge_errors_total",
+                "counter",
+                "Redis command or connection errors seen by the bridge.",
+                &self.errors,
+            ),
+            (
+                "ringcast_bridge_reconnects_total",
+                "counter",
+                "Successful reconnections to Redis after a loss.",
+                &self.reconnects,
+            ),
+        ];
+        for (name, kind, help, v) in families {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{}\"}} {}",
+                self.node_id,
+                v.load(Relaxed)
+            );
+        }
+    }
+}
+
+/// Publish: number (never below the floor), append to the capped stream, announce on the live channel.
+/// KEYS: seq, stream, channel. ARGV: floor, data, maxlen.
+const PUBLISH_LUA: &str = r"
+local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if seq == 1 then
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if last[1] then
+    local s = tonumber(string.match(last[1][1], '^(%d+)'))
+    if s and s > floor then floor = s end
+  end
+end
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[1], seq)
+end
+local id = string.format('%d-0', seq)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[2])
+redis.call('PUBLISH', KEYS[3], string.format('%d ', seq) .. ARGV[2])
+return seq
+";
+
+/// Range read: the topic's last seq and the stream entries from ARGV[1] on (at most ARGV[2]), atomically.
+/// KEYS: seq, stream.
+const RANGE_LUA: &str = r"
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local from = tonumber(ARGV[1])
+local entries = {}
+if from <= last then
+  entries = redis.call('XRANGE', KEYS[2], string.format('%d-0', from), '+', 'COUNT', ARGV[2])
+end
+return {last, entries}
+";
+
+/// Re-seed: raise the counter to at least ARGV[1] (after Redis came back empty). KEYS: seq.
+const RESEED_LUA: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return cur
+";
+
+fn seq_key(t: &str) -> String {
+    format!("rc:{{{t}}}:seq")
+}
+fn stream_key(t: &str) -> String {
+    format!("rc:{{{t}}}:h")
+}
+fn channel(t: &str) -> String {
+    format!("rc:{{{t}}}:live")
+}
+/// The topic of a live channel name.
+fn topic_of_channel(c: &str) -> Option<&str> {
+    c.strip_prefix("rc:{")?.strip_suffix("}:live")
+}
+
+/// A long poll waiting in the bridge for the next message of a topic.
+struct Waiter {
+    token: Token,
+    since: u64,
+    limit: usize,
+    until: Instant,
+}
+
+/// A topic this node's cores (or long polls) are interested in.
+struct Topic {
+    /// Cores with subscribers.
+    cores: Vec<bool>,
+    waiters: Vec<Waiter>,
+    /// The live channel is subscribed on the current connection.
+    subscribed: bool,
+    /// Highest seq sent to the cores (Deliver or Replay): where catch-up after a reconnect starts.
+    sent: u64,
+    /// A replay was sent: the cores follow this topic live and must be caught up after a reconnect.
+    live: bool,
+}
+
+impl Topic {
+    fn idle(&self) -> bool {
+        self.waiters.is_empty() && !self.cores.iter().any(|&c| c)
+    }
+}
+
+/// A live Redis connection: commands (multiplexed) and pub/sub.
+struct Conn {
+    cmd: MultiplexedConnection,
+    sink: PubSubSink,
+    stream: PubSubStream,
+    publish_sha: String,
+    range_sha: String,
+    reseed_sha: String,
+}
+
+/// A request that needs a range read.
+enum RangeReq {
+    Subscribe {
+        token: Token,
+        since: Option<u64>,
+    },
+    Fetch {
+        token: Token,
+        since: Option<u64>,
+        limit: usize,
+        wait_until: Option<Instant>,
+    },
+}
+
+struct Bridge {
+    client: redis::Client,
+    node_id: String,
+    max_messages: usize,
+    mesh: Arc<Mesh>,
+    inbox: Receiver<CoreMsg>,
+    waker: Arc<Waker>,
+    outbox: Outbox,
+    shared: Arc<Shared>,
+    stats: Arc<BridgeStats>,
+    conn: Option<Conn>,
+    topics: HashMap<Arc<str>, Topic>,
+    /// Highest seq this node has seen per topic: the floor of the publish script.
+    seen: HashMap<Arc<str>, u64>,
+    /// Requests that arrived while Redis was unreachable, served once it is back.
+    pending: Vec<(Arc<str>, RangeReq)>,
+    ever_connected: bool,
+}
+
+/// The eventfd of the bridge's waker, for `AsyncFd`.
+struct WakerFd(Arc<Waker>);
+
+impl AsRawFd for WakerFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.raw_fd()
+    }
+}
+
+/// Timeout of one Redis command or connection attempt; a publish is answered well within 10 s.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Most inbox messages handled per round.
+const MAX_BATCH: usize = 4096;
+
+/// Starts the bridge thread.
+pub(crate) fn spawn(
+    cfg: &RedisConfig,
+    mesh: Arc<Mesh>,
+    inbox: Receiver<CoreMsg>,
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+    stats: Arc<BridgeStats>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let client = redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis url: {e}"))?;
+    let bridge = Bridge {
+        client,
+        node_id: cfg.node_id.clone(),
+        max_messages: shared.config.history.max_messages.max(1),
+        outbox: Outbox::new(mesh.cores(), shared.config.outbox_limit),
+        mesh,
+        inbox,
+        waker,
+        shared,
+        stats,
+        conn: None,
+        topics: HashMap::new(),
+        seen: HashMap::new(),
+        pending: Vec::new(),
+        ever_connected: false,
+    };
+    std::thread::Builder::new()
+        .name("ringcast-bridge".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "bridge runtime");
+                    return;
+                }
+            };
+            rt.block_on(bridge.run());
+        })
+        .map_err(|e| format!("bridge thread: {e}"))
+}
+
+/// Next live message of the current connection (pending forever when disconnected); `None`: the connection closed.
+async fn next_live(conn: &mut Option<Conn>) -> Option<redis::Msg> {
+    match conn {
+        Some(c) => c.stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn value_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Stream entries `[[id, [field, value, ...]], ...]` as `(seq, data)`.
+fn parse_entries(v: &Value) -> Vec<(u64, Bytes)> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(pair) = item else { continue };
+        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (pair.first(), pair.get(1))
+        else {
+            continue;
+        };
+        let seq = std::str::from_utf8(id)
+            .ok()
+            .and_then(|s| s.split('-').next())
+            .and_then(|s| s.parse::<u64>().ok());
+        let data = fields.get(1).and_then(|d| match d {
+            Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
+            _ => None,
+        });
+        if let (Some(seq), Some(data)) = (seq, data) {
+            out.push((seq, data));
+        }
+    }
+    out
+}
+
+/// The answer of the range script: (last seq in Redis, entries).
+fn parse_range(v: &Value) -> Option<(u64, Vec<(u64, Bytes)>)> {
+    let Value::Array(parts) = v else { return None };
+    Some((value_u64(parts.first()?)?, parse_entries(parts.get(1)?)))
+}
+
+/// What a read of "everything after `since`" means for a client, given the topic's `last` seq: (reset, entries).
+/// `reset = Some(m)`: messages up to `m` are no longer retained (or the client is ahead of the topic).
+fn resume_answer(
+    since: u64,
+    last: u64,
+    entries: Vec<(u64, Bytes)>,
+) -> (Option<u64>, Vec<(u64, Bytes)>) {
+    if since > last {
+        return (Some(last), Vec::new());
+    }
+    if since == last {
+        return (None, Vec::new());
+    }
+    match entries.first() {
+        None => (Some(last), Vec::new()),
+        Some(&(first, _)) if first > since + 1 => (Some(first - 1), entries),
+        Some(_) => (None, entries),
+    }
+}
+
+impl Bridge {
+    async fn run(mut self) {
+        // SAFETY: the descriptor is the eventfd owned by the `Waker` that `WakerFd` keeps alive (an `Arc`) for as long
+        // as the `AsyncFd` lives, and `WakerFd::as_raw_fd` always returns that same descriptor. Exercised by every
+        // engine/tests/bridge_*.rs test (each message from a core to the bridge wakes it through this registration).
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                WakerFd(self.waker.clone()),
+                tokio::io::Interest::READABLE,
+            )
+        };
+        let afd = match registered {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "bridge waker registration");
+                return;
+            }
+        };
+        tracing::info!(node = %self.node_id, "redis bridge starting");
+        let mut backoff = Duration::from_millis(100);
+        let mut next_attempt = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.shared.shutdown.load(Relaxed) {
+            if self.conn.is_none() && Instant::now() >= next_attempt {
+                match tokio::time::timeout(REDIS_TIMEOUT * 2, self.connect()).await {
+                    Ok(Ok(())) => backoff = Duration::from_millis(100),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "redis unreachable");
+                        self.conn = None;
+                        next_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    Err(_) => {
+                        self.conn = None;
+                        next_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            tokio::select! {
+                guard = afd.readable() => {
+                    if let Ok(mut g) = guard {
+                        g.clear_ready();
+                    }
+                    self.waker.clear();
+                }
+                msg = next_live(&mut self.conn) => match msg {
+                    Some(m) => {
+                        self.on_live(&m);
+                        // Take whatever else already arrived before looking at the inbox again.
+                        for _ in 0..MAX_BATCH {
+                            let Some(c) = self.conn.as_mut() else { break };
+                            match futures_util::FutureExt::now_or_never(c.stream.next()) {
+                                Some(Some(m)) => self.on_live(&m),
+                                Some(None) => { self.lost("pub/sub connection closed"); break; }
+                                None => break,
+                            }
+                        }
+                    }
+                    None => self.lost("pub/sub connection closed"),
+                },
+                _ = tick.tick() => {}
+            }
+            self.drain_inbox().await;
+            self.sweep(Instant::now()).await;
+            if self.outbox.flush(&self.mesh) {
+                // A core's channel is full: retry soon.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        tracing::info!(node = %self.node_id, "redis bridge stopped");
+    }
+
+    /// Marks Redis as lost: not ready, every channel to resubscribe, publishes refused until it is back.
+    fn lost(&mut self, why: &str) {
+        if self.conn.take().is_some() {
+            tracing::warn!(node = %self.node_id, reason = why, "redis connection lost");
+        }
+        self.stats.connected.store(0, Relaxed);
+        self.stats.errors.fetch_add(1, Relaxed);
+        for t in self.topics.values_mut() {
+            t.subscribed = false;
+        }
+    }
+
+    /// Connects, loads the scripts, re-seeds counters, resubscribes, catches subscribers up, serves what waited.
+    async fn connect(&mut self) -> redis::RedisResult<()> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let mut cmd = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        let (sink, stream) = self.client.get_async_pubsub().await?.split();
+        let load = |src: &str| {
+            let mut c = redis::cmd("SCRIPT");
+            c.arg("LOAD").arg(src);
+            c
+        };
+        let publish_sha: String = load(PUBLISH_LUA).query_async(&mut cmd).await?;
+        let range_sha: String = load(RANGE_LUA).query_async(&mut cmd).await?;
+        let reseed_sha: String = load(RESEED_LUA).query_async(&mut cmd).await?;
+        let mut conn = Conn {
+            cmd,
+            sink,
+            stream,
+            publish_sha,
+            range_sha,
+            reseed_sha,
+        };
+        // Redis may have come back empty: no counter may restart below what this node has seen.
+        if !self.seen.is_empty() {
+            let mut pipe = redis::pipe();
+            for (t, &s) in &self.seen {
+                pipe.cmd("EVALSHA")
+                    .arg(&conn.reseed_sha)
+                    .arg(1)
+                    .arg(seq_key(t))
+                    .arg(s)
+                    .ignore();
+            }
+            let () = pipe.query_async(&mut conn.cmd).await?;
+        }
+        let channels: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| !t.idle())
+            .map(|(name, _)| channel(name))
+            .collect();
+        if !channels.is_empty() {
+            conn.sink.subscribe(&channels).await?;
+        }
+        for t in self.topics.values_mut() {
+            t.subscribed = !t.idle();
+        }
+        // Catch up every subscribed topic from what its cores were last sent.
+        let names: Vec<(Arc<str>, u64)> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| t.live && t.cores.iter().any(|&c| c))
+            .map(|(n, t)| (n.clone(), t.sent))
+            .collect();
+        if !names.is_empty() {
+            let mut pipe = redis::pipe();
+            for (name, sent) in &names {
+                range_cmd(
+                    &mut pipe,
+                    &conn.range_sha,
+                    name,
+                    sent + 1,
+                    self.max_messages,
+                );
+            }
+            let answers: Vec<Value> = pipe.query_async(&mut conn.cmd).await?;
+            for ((name, _), v) in names.iter().zip(&answers) {
+                let Some((last, entries)) = parse_range(v) else {
+                    continue;
+                };
+                self.note_seen(name, last);
+                for (seq, data) in entries {
+                    self.deliver(name, seq, &data);
+                }
+            }
+        }
+        self.conn = Some(conn);
+        if self.ever_connected {
+            self.stats.reconnects.fetch_add(1, Relaxed);
+        }
+        self.ever_connected = true;
+        tracing::info!(node = %self.node_id, "redis connected");
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.is_empty() {
+            self.serve_ranges(pending).await;
+        }
+        if self.conn.is_some() {
+            self.stats.connected.store(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    fn note_seen(&mut self, topic: &Arc<str>, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        match self.seen.get_mut(topic) {
+            Some(s) => *s = (*s).max(seq),
+            None => {
+                self.seen.insert(topic.clone(), seq);
+            }
+        }
+    }
+
+    fn topic(&mut self, name: &Arc<str>) -> &mut Topic {
+        let cores = self.mesh.cores();
+        self.topics.entry(name.clone()).or_insert_with(|| Topic {
+            cores: vec![false; cores],
+            waiters: Vec::new(),
+            subscribed: false,
+            sent: 0,
+            live: false,
+        })
+    }
+
+    /// One numbered message to every core subscribed here (cores drop what they already have).
+    fn deliver(&mut self, name: &Arc<str>, seq: u64, data: &Bytes) {
+        let Some(t) = self.topics.get_mut(name) else {
+            return;
+        };
+        t.sent = t.sent.max(seq);
+        for (core, _) in t.cores.iter().enumerate().filter(|(_, on)| **on) {
+            self.outbox.push(
+                core,
+                CoreMsg::Deliver {
+                    topic: name.clone(),
+                    seq,
+                    data: data.clone(),
+                },
+            );
+        }
+        // Long polls waiting for a message after their cursor.
+        let mut i = 0;
+        while i < t.waiters.len() {
+            if seq > t.waiters[i].since {
+                let w = t.waiters.swap_remove(i);
+                let entries = if w.limit > 0 {
+                    vec![(seq, data.clone())]
+                } else {
+                    Vec::new()
+                };
+                self.outbox.push(
+                    w.token.core as usize,
+                    CoreMsg::Fetched {
+                        topic: name.clone(),
+                        token: w.token,
+                        reset: false,
+                        entries,
+                        next: seq,
+                    },
+                );
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A message on a live channel: `"<seq> <data>"`.
+    fn on_live(&mut self, m: &redis::Msg) {
+        let name = m.get_channel_name();
+        let Some(topic) = topic_of_channel(name) else {
+            return;
+        };
+        let payload = m.get_payload_bytes();
+        let Some(space) = payload.iter().position(|&b| b == b' ') else {
+            return;
+        };
+        let Some(seq) = std::str::from_utf8(&payload[..space])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let Some((name, _)) = self.topics.get_key_value(topic) else {
+            return;
+        };
+        let name = name.clone();
+        self.note_seen(&name, seq);
+        let data = Bytes::copy_from_slice(&payload[space + 1..]);
+        self.deliver(&name, seq, &data);
+    }
+
+    /// Handles what the cores sent: publishes go out as one pipeline, range reads as another.
+    async fn drain_inbox(&mut self) {
+        let mut publishes: Vec<(Arc<str>, Bytes, Option<Token>)> = Vec::new();
+        let mut ranges: Vec<(Arc<str>, RangeReq)> = Vec::new();
+        let mut unsubs: Vec<(Arc<str>, u16)> = Vec::new();
+        for _ in 0..MAX_BATCH {
+            let Ok(msg) = self.inbox.try_recv() else {
+                break;
+            };
+            match msg {
+                CoreMsg::Publish { topic, data, ack } => publishes.push((topic, data, ack)),
+                CoreMsg::Subscribe {
+                    topic,
+                    token,
+                    since,
+                } => ranges.push((topic, RangeReq::Subscribe { token, since })),
+                CoreMsg::Fetch {
+                    topic,
+                    token,
+                    since,
+                    limit,
+                    wait_until,
+                } => ranges.push((
+                    topic,
+                    RangeReq::Fetch {
+                        token,
+                        since,
+                        limit,
+                        wait_until,
+                    },
+                )),
+                CoreMsg::Unsubscribe { topic, core } => unsubs.push((topic, core)),
+                // Answers only ever go to cores.
+                _ => {}
+            }
+        }
+        if !ranges.is_empty() {
+            self.serve_ranges(ranges).await;
+        }
+        if !publishes.is_empty() {
+            self.publish(publishes).await;
+        }
+        for (topic, core) in unsubs {
+            if let Some(t) = self.topics.get_mut(&topic)
+                && let Some(c) = t.cores.get_mut(core as usize)
+            {
+                *c = false;
+            }
+        }
+    }
+
+    /// Runs a batch of publishes as one pipeline of script calls and answers each.
+    async fn publish(&mut self, batch: Vec<(Arc<str>, Bytes, Option<Token>)>) {
+        let results: Option<Vec<redis::RedisResult<u64>>> = match self.conn.as_mut() {
+            None => None,
+            Some(c) => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for (topic, data, _) in &batch {
+                    let floor = self.seen.get(topic).copied().unwrap_or(0);
+                    pipe.cmd("EVALSHA")
+                        .arg(&c.publish_sha)
+                        .arg(3)
+                        .arg(seq_key(topic))
+                        .arg(stream_key(topic))
+                        .arg(channel(topic))
+                        .arg(floor)
+                        .arg(&data[..])
+                        .arg(self.max_messages);
+                }
+                match pipe.query_async(&mut c.cmd).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis publish failed");
+                        None
+                    }
+                }
+            }
+        };
+        let connected = self.conn.is_some();
+        if results.is_none() && connected {
+            self.lost("publish failed");
+        }
+        let mut results = results.map(|r| r.into_iter());
+        for (topic, _, ack) in batch {
+            let r = results.as_mut().and_then(|r| r.next());
+            match r {
+                Some(Ok(seq)) => {
+                    self.stats.publishes.fetch_add(1, Relaxed);
+                    self.note_seen(&topic, seq);
+                    if let Some(token) = ack {
+                        let core = token.core as usize;
+                        self.outbox
+                            .push(core, CoreMsg::PublishAck { token, topic, seq });
+                    }
+                }
+                other => {
+                    if let Some(Err(e)) = other {
+                        tracing::warn!(error = %e, "redis publish script failed");
+                        self.stats.errors.fetch_add(1, Relaxed);
+                    }
+                    self.stats.publish_errors.fetch_add(1, Relaxed);
+                    if let Some(token) = ack {
+                        let core = token.core as usize;
+                        self.outbox
+                            .push(core, CoreMsg::PublishFailed { token, topic });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribes and fetches: live channels first (confirmed), then one pipeline of range reads.
+    async fn serve_ranges(&mut self, reqs: Vec<(Arc<str>, RangeReq)>) {
+        if self.conn.is_none() {
+            self.park(reqs);
+            return;
+        }
+        // Register interest first so a message published from now on reaches this node live.
+        let mut new_channels = Vec::new();
+        for (topic, req) in &reqs {
+            let t = self.topic(topic);
+            match req {
+                RangeReq::Subscribe { token, .. } => {
+                    if let Some(c) = t.cores.get_mut(token.core as usize) {
+                        *c = true;
+                    }
+                }
+                RangeReq::Fetch { wait_until, .. } if wait_until.is_some() => {}
+                RangeReq::Fetch { .. } => continue,
+            }
+            if !t.subscribed {
+                t.subscribed = true;
+                new_channels.push(channel(topic));
+            }
+        }
+        let Some(c) = self.conn.as_mut() else {
+            self.park(reqs);
+            return;
+        };
+        if !new_channels.is_empty()
+            && let Err(e) = c.sink.subscribe(&new_channels).await
+        {
+            tracing::warn!(error = %e, "redis subscribe failed");
+            self.lost("subscribe failed");
+            self.park(reqs);
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (topic, req) in &reqs {
+            let since = match req {
+                RangeReq::Subscribe { since, .. } | RangeReq::Fetch { since, .. } => *since,
+            };
+            let limit = match req {
+                RangeReq::Subscribe { .. } => self.max_messages,
+                RangeReq::Fetch { limit, .. } => (*limit).max(1),
+            };
+            range_cmd(
+                &mut pipe,
+                &c.range_sha,
+                topic,
+                since.map_or(u64::MAX, |s| s.saturating_add(1)),
+                limit,
+            );
+        }
+        let answers: Vec<Value> = match pipe.query_async(&mut c.cmd).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "redis range read failed");
+                self.lost("range read failed");
+                self.park(reqs);
+                return;
+            }
+        };
+        for ((topic, req), v) in reqs.into_iter().zip(&answers) {
+            let (redis_last, entries) = parse_range(v).unwrap_or((0, Vec::new()));
+            self.note_seen(&topic, redis_last);
+            let last = self.seen.get(&topic).copied().unwrap_or(0);
+            match req {
+                RangeReq::Subscribe { token, since } => {
+                    let (reset, entries) = match since {
+                        None => (None, Vec::new()),
+                        Some(s) => resume_answer(s, last, entries),
+                    };
+                    let t = self.topic(&topic);
+                    t.sent = t.sent.max(last);
+                    t.live = true;
+                    let core = token.core as usize;
+                    self.outbox.push(
+                        core,
+                        CoreMsg::Replay {
+                            topic,
+                            token,
+                            reset,
+                            entries,
+                            last_seq: last,
+                        },
+                    );
+                }
+                RangeReq::Fetch {
+                    token,
+                    since,
+                    limit,
+                    wait_until,
+                } => {
+                    let core = token.core as usize;
+                    match since {
+                        Some(s) if s != last => {
+                            let (reset, entries) = resume_answer(s, last, entries);
+                            let next = entries.last().map_or(reset.unwrap_or(s), |e| e.0);
+                            self.outbox.push(
+                                core,
+                                CoreMsg::Fetched {
+                                    topic,
+                                    token,
+                                    reset: reset.is_some(),
+                                    entries,
+                                    next,
+                                },
+                            );
+                        }
+                        _ => match wait_until {
+                            Some(until) => self.topic(&topic).waiters.push(Waiter {
+                                token,
+                                since: since.unwrap_or(last),
+                                limit,
+                                until,
+                            }),
+                            None => self.outbox.push(
+                                core,
+                                CoreMsg::Fetched {
+                                    topic,
+                                    token,
+                                    reset: false,
+                                    entries: Vec::new(),
+                                    next: since.unwrap_or(last),
+                                },
+                            ),
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps requests for when Redis is back; long polls wait there too (answered at their deadline).
+    fn park(&mut self, reqs: Vec<(Arc<str>, RangeReq)>) {
+        for (topic, req) in reqs {
+            match req {
+                RangeReq::Fetch {
+                    token,
+                    since,
+                    wait_until: None,
+                    ..
+                } => {
+                    // A short poll is answered at once: nothing new is known while Redis is away.
+                    let next = since.unwrap_or_else(|| self.seen.get(&topic).copied().unwrap_or(0));
+                    let core = token.core as usize;
+                    self.outbox.push(
+                        core,
+                        CoreMsg::Fetched {
+                            topic,
+                            token,
+                            reset: false,
+                            entries: Vec::new(),
+                            next,
+                        },
+                    );
+                }
+                RangeReq::Fetch {
+                    token,
+                    since,
+                    limit,
+                    wait_until: Some(until),
+                } => {
+                    let since =
+                        since.unwrap_or_else(|| self.seen.get(&topic).copied().unwrap_or(0));
+                    self.topic(&topic).waiters.push(Waiter {
+                        token,
+                        since,
+                        limit,
+                        until,
+                    });
+                }
+                RangeReq::Subscribe { token, since } => {
+                    if let Some(c) = self.topic(&topic).cores.get_mut(token.core as usize) {
+                        *c = true;
+                    }
+                    self.pending
+                        .push((topic, RangeReq::Subscribe { token, since }));
+                }
+            }
+        }
+    }
+
+    /// Answers long polls whose wait is over and drops the live subscriptions nobody needs any more.
+    async fn sweep(&mut self, now: Instant) {
+        let mut idle = Vec::new();
+        for (name, t) in self.topics.iter_mut() {
+            let mut i = 0;
+            while i < t.waiters.len() {
+                if t.waiters[i].until <= now {
+                    let w = t.waiters.swap_remove(i);
+                    self.outbox.push(
+                        w.token.core as usize,
+                        CoreMsg::Fetched {
+                            topic: name.clone(),
+                            token: w.token,
+                            reset: false,
+                            entries: Vec::new(),
+                            next: w.since,
+                        },
+                    );
+                } else {
+                    i += 1;
+                }
+            }
+            if t.idle() && !self.pending.iter().any(|(p, _)| p == name) {
+                idle.push((name.clone(), t.subscribed));
+            }
+        }
+        let mut channels = Vec::new();
+        for (name, subscribed) in idle {
+            self.topics.remove(&name);
+            if subscribed {
+                channels.push(channel(&name));
+            }
+        }
+        if !channels.is_empty()
+            && let Some(c) = self.conn.as_mut()
+            && let Err(e) = c.sink.unsubscribe(&channels).await
+        {
+            tracing::warn!(error = %e, "redis unsubscribe failed");
+            self.lost("unsubscribe failed");
+        }
+    }
+}
+
+fn range_cmd(pipe: &mut redis::Pipeline, sha: &str, topic: &str, from: u64, limit: usize) {
+    pipe.cmd("EVALSHA")
+        .arg(sha)
+        .arg(2)
+        .arg(seq_key(topic))
+        .arg(stream_key(topic))
+        .arg(from)
+        .arg(limit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(seqs: &[u64]) -> Vec<(u64, Bytes)> {
+        seqs.iter().map(|&s| (s, Bytes::new())).collect()
+    }
+
+    fn seqs(v: &[(u64, Bytes)]) -> Vec<u64> {
+        v.iter().map(|x| x.0).collect()
+    }
+
+    #[test]
+    fn resume_answer_table() {
+        // (since, last, entries in Redis from since+1) -> (reset, seqs)
+        type Case<'a> = (u64, u64, &'a [u64], Option<u64>, &'a [u64]);
+        let cases: [Case<'_>; 5] = [
+            (3, 5, &[4, 5], None, &[4, 5]),
+            (5, 5, &[], None, &[]),
+            (9, 5, &[], Some(5), &[]),
+            (1, 5, &[4, 5], Some(3), &[4, 5]),
+            (1, 5, &[], Some(5), &[]),
+        ];
+        for (since, last, have, reset, want) in cases {
+            let (r, got) = resume_answer(since, last, e(have));
+            assert_eq!(r, reset, "since {since} last {last}");
+            assert_eq!(seqs(&got), want, "since {since} last {last}");
+        }
+    }
+
+    #[test]
+    fn keys_share_the_topic_hash_tag() {
+        assert_eq!(seq_key("a.b"), "rc:{a.b}:seq");
+        assert_eq!(stream_key("a.b"), "rc:{a.b}:h");
+        assert_eq!(channel("a.b"), "rc:{a.b}:live");
+        assert_eq!(topic_of_channel("rc:{a.b}:live"), Some("a.b"));
+        assert_eq!(topic_of_channel("other"), None);
+    }
+
+    #[test]
+    fn stream_entries_parse_and_skip_garbage() {
+        let v = Value::Array(vec![
+            Value::Array(vec![
+                Value::BulkString(b"7-0".to_vec()),
+                Value::Array(vec![
+                    Value::BulkString(b"d".to_vec()),
+                    Value::BulkString(b"{\"x\":1}".to_vec()),
+                ]),
+            ]),
+            Value::Int(3),
+        ]);
+        let got = parse_entries(&v);
+        assert_eq!(got, vec![(7, Bytes::from_static(b"{\"x\":1}"))]);
+        assert_eq!(
+            parse_range(&Value::Array(vec![Value::Int(9), v])).map(|r| r.0),
+            Some(9)
+        );
+        assert!(parse_range(&Value::Nil).is_none());
+    }
+
+    #[test]
+    fn node_ids_differ() {
+        assert_ne!(default_node_id(), default_node_id());
+    }
+}
