@@ -117,7 +117,7 @@ pub fn execute(cli: &Cli) -> anyhow::Result<Report> {
             seconds = a.hold as f64;
         }
         Mode::Fanout(a) => {
-            let p = publish(common.target, a);
+            let p = publish(a.publish_target.unwrap_or(common.target), a);
             if let Some(e) = &p.error {
                 eprintln!("ringcast-load: publisher stopped: {e}");
             }

@@ -194,6 +194,10 @@ pub struct FanoutArgs {
     /// Milliseconds subscribers keep reading after the last publish.
     #[arg(long, default_value_t = 1000)]
     pub grace_ms: u64,
+    /// Publish to this address instead of --target (e.g. another node of a multi-node deployment), so
+    /// publish-to-receive latency crosses nodes
+    #[arg(long)]
+    pub publish_target: Option<std::net::SocketAddr>,
 }
 
 /// `churn` options.
