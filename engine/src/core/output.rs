@@ -1,0 +1,368 @@
+//! Output on a core: staged replies handed to the kernel with one write per connection per turn, what the kernel
+//! refuses kept in the connection's bounded queue (shared `Bytes`, no copy for fan-out) and drained on EPOLLOUT, the
+//! slow-consumer policy and conflation, and finishing a close once the queue is empty.
+
+use super::*;
+
+impl Core {
+    /// The output queue just became empty: finish a close that was waiting for it.
+    pub(super) fn drained(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.has(CLOSE_ON_FLUSH) {
+            self.close(key);
+        } else if conn.state == State::Closing && conn.has(ERRORED) && !conn.has(SHUT_WRITE) {
+            // After an error close the server ends the TCP stream first (FIN, not RST: unread bytes are still
+            // drained) and waits for the peer's EOF until the close deadline.
+            conn.flags |= SHUT_WRITE;
+            // SAFETY: shutdown takes no pointers; `fd` is owned by this connection.
+            unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
+        }
+    }
+
+    /// Hands the staged bytes for `key` to the kernel; queues what it refuses.
+    pub(super) fn finish_output(&mut self, key: usize) {
+        if self.wbuf.is_empty() {
+            self.marks.clear();
+            if self.conns[key].out.is_none() {
+                self.drained(key);
+            }
+            return;
+        }
+        let conn = &mut self.conns[key];
+        let mut written = 0;
+        if conn.out.is_none() {
+            // SAFETY: `wbuf` is a valid readable buffer of `wbuf.len()` bytes for the duration of the call.
+            let r = unsafe { libc::write(conn.fd, self.wbuf.as_ptr().cast(), self.wbuf.len()) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if !is_would_block(&e) && e.kind() != io::ErrorKind::Interrupted {
+                    self.wbuf.clear();
+                    self.marks.clear();
+                    self.close(key);
+                    return;
+                }
+            } else {
+                written = r as usize;
+                add(&self.stats.bytes_out, written as u64);
+            }
+        }
+        if written < self.wbuf.len() {
+            self.spill(key, written);
+        }
+        self.wbuf.clear();
+        self.marks.clear();
+        if self.conns[key].out.is_some() {
+            self.flush(key);
+        } else {
+            self.drained(key);
+        }
+    }
+
+    /// Copies the unwritten tail of `wbuf` into the connection's queue, one entry per frame.
+    pub(super) fn spill(&mut self, key: usize, written: usize) {
+        // A frame the kernel took only part of is queued whole, with `head_written` recording the part already
+        // sent, so that the slow-consumer policy sees it as partly written and never drops or cuts it mid-frame.
+        // (Bytes are written directly only when the queue is empty, so `partial > 0` implies a fresh queue.)
+        let frame_start = self
+            .marks
+            .iter()
+            .map(|&(end, _)| end)
+            .take_while(|&end| end <= written)
+            .last()
+            .unwrap_or(0);
+        let partial = written - frame_start;
+        let tail = Bytes::copy_from_slice(&self.wbuf[frame_start..]);
+        let conn = &mut self.conns[key];
+        let out = conn.out.get_or_insert_with(Box::default);
+        debug_assert!(partial == 0 || out.frames.is_empty());
+        if partial > 0 {
+            out.head_written = partial;
+        }
+        let mut start = frame_start;
+        let mut rest = tail;
+        for &(end, control) in &self.marks {
+            if end <= start {
+                continue;
+            }
+            let piece = rest.split_to(end - start);
+            out.bytes += piece.len();
+            out.frames.push_back(OutFrame {
+                bytes: piece,
+                control,
+                topic: 0,
+            });
+            start = end;
+        }
+        if !rest.is_empty() {
+            out.bytes += rest.len();
+            out.frames.push_back(OutFrame {
+                bytes: rest,
+                control: true,
+                topic: 0,
+            });
+        }
+        // `bytes` counts what is still unwritten.
+        out.bytes -= partial;
+        self.enforce_high_water(key);
+    }
+
+    /// Writes a group of shared frames staged for one connection with as few writev calls as the kernel allows,
+    /// and queues what it refuses (as slices of the same `Bytes`, no copy).
+    pub(super) fn write_shared(&mut self, key: usize, group: &mut [(u32, bool, u32, Bytes)]) {
+        let fd = self.conns[key].fd;
+        let mut idx = 0; // first frame not fully written
+        let mut partial = 0; // bytes of group[idx] already written
+        if self.conns[key].out.is_none() {
+            while idx < group.len() {
+                let mut iov = [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; MAX_IOVECS];
+                let mut cnt = 0;
+                for (i, (_, _, _, b)) in group[idx..].iter().take(MAX_IOVECS).enumerate() {
+                    let s = if i == 0 { &b[partial..] } else { &b[..] };
+                    iov[i] = libc::iovec {
+                        iov_base: s.as_ptr() as *mut libc::c_void,
+                        iov_len: s.len(),
+                    };
+                    cnt = i + 1;
+                }
+                // SAFETY: the first `cnt` iovecs point into `Bytes` owned by `group`, alive for the call.
+                let r = unsafe { libc::writev(fd, iov.as_ptr(), cnt as libc::c_int) };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if is_would_block(&e) {
+                        break;
+                    }
+                    self.close(key);
+                    return;
+                }
+                let mut n = r as usize;
+                add(&self.stats.bytes_out, n as u64);
+                while n > 0 && idx < group.len() {
+                    let left = group[idx].3.len() - partial;
+                    if n >= left {
+                        n -= left;
+                        idx += 1;
+                        partial = 0;
+                    } else {
+                        partial += n;
+                        n = 0;
+                    }
+                }
+                if idx < group.len() && (partial > 0 || cnt < MAX_IOVECS) {
+                    break; // the kernel took less than offered: the socket is full
+                }
+            }
+            add(&self.stats.frames_out, idx as u64);
+            if idx == group.len() {
+                self.drained(key);
+                return;
+            }
+        }
+        let conn = &mut self.conns[key];
+        let out = conn.out.get_or_insert_with(Box::default);
+        for (i, (_, control, slot, b)) in group[idx..].iter_mut().enumerate() {
+            let bytes = std::mem::take(b);
+            if i == 0 && partial > 0 {
+                out.head_written = partial;
+                out.bytes += bytes.len() - partial;
+            } else {
+                out.bytes += bytes.len();
+            }
+            out.frames.push_back(OutFrame {
+                bytes,
+                control: *control,
+                topic: *slot,
+            });
+        }
+        self.enforce_high_water(key);
+        if self.conns.contains(key) {
+            self.flush(key);
+        }
+    }
+
+    /// Applies the slow-consumer policy when the queue is over the high-water mark. Conflated topics go first: a
+    /// slow subscriber keeps only the newest queued message of each, and is never disconnected for them.
+    pub(super) fn enforce_high_water(&mut self, key: usize) {
+        let high = self.shared.config.write_high_water;
+        let conn = &mut self.conns[key];
+        let already_closing = conn.state == State::Closing && conn.has(ERRORED);
+        let Some(out) = conn.out.as_mut() else { return };
+        if out.bytes <= high {
+            return;
+        }
+        if out.frames.iter().any(|f| f.topic != 0) {
+            let n = out.frames.len();
+            let mut keep = vec![true; n];
+            let mut seen: Vec<u32> = Vec::new();
+            for i in (0..n).rev() {
+                let f = &out.frames[i];
+                if f.topic == 0 || f.control || (i == 0 && out.head_written > 0) {
+                    continue;
+                }
+                if seen.contains(&f.topic) {
+                    keep[i] = false;
+                } else {
+                    seen.push(f.topic);
+                }
+            }
+            let mut i = 0;
+            let mut dropped = 0u64;
+            let mut bytes = out.bytes;
+            out.frames.retain(|f| {
+                let k = keep[i];
+                i += 1;
+                if !k {
+                    bytes -= f.bytes.len();
+                    dropped += 1;
+                }
+                k
+            });
+            out.bytes = bytes;
+            add(&self.stats.conflated, dropped);
+            if out.bytes <= high {
+                return;
+            }
+        }
+        match self.shared.config.slow_consumer {
+            SlowConsumerPolicy::DropOldest => {
+                let keep_head = out.head_written > 0;
+                let mut dropped = 0u64;
+                let mut idx = 0usize;
+                let mut bytes = out.bytes;
+                out.frames.retain(|f| {
+                    let i = idx;
+                    idx += 1;
+                    if bytes <= high || f.control || (i == 0 && keep_head) {
+                        return true;
+                    }
+                    bytes -= f.bytes.len();
+                    dropped += 1;
+                    false
+                });
+                out.bytes = bytes;
+                add(&self.stats.slow_consumer_drops, dropped);
+            }
+            SlowConsumerPolicy::Disconnect => {
+                if already_closing {
+                    return;
+                }
+                // Keep a frame already partly written so the stream stays well-formed, then a close 1008.
+                if out.head_written > 0 {
+                    out.frames.truncate(1);
+                    out.bytes = out
+                        .frames
+                        .front()
+                        .map_or(0, |f| f.bytes.len() - out.head_written);
+                } else {
+                    out.frames.clear();
+                    out.bytes = 0;
+                }
+                add(&self.stats.slow_consumer_disconnects, 1);
+                if conn.state == State::Sse
+                    || conn.state == State::Waiting
+                    || conn.state == State::Http
+                {
+                    // No close frame on HTTP transports: the stream just ends.
+                    conn.state = State::Closing;
+                    conn.flags |= ERRORED | CLOSE_ON_FLUSH;
+                    conn.deadline = self.now.wrapping_add(self.timers.close);
+                    return;
+                }
+                let mut payload = [0u8; 125];
+                let n = encode_close_payload(
+                    CloseCode::POLICY_VIOLATION,
+                    "slow consumer",
+                    &mut payload,
+                );
+                let mut frame = Vec::with_capacity(n + 2);
+                encode_server_frame(&mut frame, true, OpCode::Close, &payload[..n]);
+                out.bytes += frame.len();
+                out.frames.push_back(OutFrame {
+                    bytes: Bytes::from(frame),
+                    control: true,
+                    topic: 0,
+                });
+                conn.state = State::Closing;
+                conn.flags |= ERRORED | CLOSE_ON_FLUSH;
+                conn.deadline = self.now.wrapping_add(self.timers.close);
+                self.stats.protocol_error(CloseCode::POLICY_VIOLATION.0);
+            }
+        }
+    }
+
+    /// Writes as much of the queue as the kernel takes; re-arms EPOLLOUT while anything is left.
+    pub(super) fn flush(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let Some(out) = conn.out.as_mut() else {
+            return;
+        };
+        loop {
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOVECS];
+            let mut cnt = 0;
+            for (i, f) in out.frames.iter().take(MAX_IOVECS).enumerate() {
+                let skip = if i == 0 { out.head_written } else { 0 };
+                let s = &f.bytes[skip.min(f.bytes.len())..];
+                iov[i] = libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                };
+                cnt = i + 1;
+            }
+            if cnt == 0 {
+                break;
+            }
+            // SAFETY: the first `cnt` iovecs point into `Bytes` held by `out.frames`, alive for the call.
+            let r = unsafe { libc::writev(conn.fd, iov.as_ptr(), cnt as libc::c_int) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if is_would_block(&e) {
+                    break;
+                }
+                self.close(key);
+                return;
+            }
+            let mut n = r as usize;
+            add(&self.stats.bytes_out, n as u64);
+            out.bytes -= n.min(out.bytes);
+            while n > 0 {
+                let Some(front) = out.frames.front() else {
+                    break;
+                };
+                let left = front.bytes.len() - out.head_written;
+                if n >= left {
+                    n -= left;
+                    out.frames.pop_front();
+                    out.head_written = 0;
+                } else {
+                    out.head_written += n;
+                    n = 0;
+                }
+            }
+            if out.frames.is_empty() || out.head_written > 0 {
+                break;
+            }
+        }
+        if out.frames.is_empty() {
+            conn.out = None;
+            if conn.has(WANT_WRITE) {
+                conn.flags &= !WANT_WRITE;
+                let _ = self.epoll.modify(conn.fd, READ, key as u64);
+            }
+            self.drained(key);
+        } else if !conn.has(WANT_WRITE) {
+            conn.flags |= WANT_WRITE;
+            let _ = self.epoll.modify(conn.fd, READ_WRITE, key as u64);
+        }
+    }
+}
