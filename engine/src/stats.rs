@@ -32,6 +32,7 @@ pub struct CoreStats {
     pub(crate) pings_sent: AtomicU64,
     pub(crate) messages_published: AtomicU64,
     pub(crate) deliveries: AtomicU64,
+    pub(crate) subscribers: AtomicU64,
     pub(crate) conflated: AtomicU64,
     pub(crate) bus_dropped: AtomicU64,
     pub(crate) bus_gaps: AtomicU64,
@@ -84,9 +85,19 @@ impl CoreStats {
         self.messages_published.load(Relaxed)
     }
 
-    /// Messages handed to subscribers on this core.
+    /// Messages handed to subscribers on this core (queued for their connections, not necessarily written yet).
     pub fn deliveries(&self) -> u64 {
         self.deliveries.load(Relaxed)
+    }
+
+    /// Live subscriptions (connection × topic) on this core.
+    pub fn subscribers(&self) -> u64 {
+        self.subscribers.load(Relaxed)
+    }
+
+    /// Bytes written to sockets by this core.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Relaxed)
     }
 
     /// Queued messages replaced by newer ones on conflated topics.
@@ -104,7 +115,7 @@ impl CoreStats {
 pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>) {
     use std::io::Write;
     type Getter = fn(&CoreStats) -> &AtomicU64;
-    let families: [(&str, &str, &str, Getter); 27] = [
+    let families: [(&str, &str, &str, Getter); 28] = [
         (
             "ringcast_connections_open",
             "gauge",
@@ -200,6 +211,12 @@ pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>)
             "counter",
             "Messages numbered by this core (the owner of their topic).",
             |s| &s.messages_published,
+        ),
+        (
+            "ringcast_subscribers",
+            "gauge",
+            "Live subscriptions (connection x topic).",
+            |s| &s.subscribers,
         ),
         (
             "ringcast_deliveries_total",

@@ -25,7 +25,7 @@ use crate::bus::{CoreMsg, Token};
 use crate::config::topic_matches;
 use crate::conn::{DIRTY, State};
 use crate::history::History;
-use crate::stats::add;
+use crate::stats::{add, sub};
 
 /// Most bus messages handled in one turn before the loop lets sockets run (the rest wait for the next turn).
 const MAX_MSGS_PER_TURN: usize = 65_536;
@@ -490,6 +490,7 @@ impl Core {
             .position(|s| s.key == key && s.serial == serial)
         {
             lt.subs.swap_remove(i);
+            sub(&self.stats.subscribers, 1);
         }
         self.drop_local_if_unused(topic);
     }
@@ -591,6 +592,7 @@ impl Core {
                 serial,
                 sse,
             });
+            add(&self.stats.subscribers, 1);
         }
     }
 
