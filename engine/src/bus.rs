@@ -75,6 +75,10 @@ pub(crate) enum CoreMsg {
         limit: usize,
         wait_until: Option<Instant>,
     },
+    /// To every core (a broadcast): a direct message for the pub/sub WebSocket connections of `user` on that core,
+    /// as the finished text frame `{"type":"direct","from":..,"data":..}` (encoded once by the sender's core).
+    /// Never sent to the Redis bridge: direct messages do not cross nodes.
+    Direct { user: Arc<str>, frame: Bytes },
     /// From the owner: the answer to a `Fetch`.
     Fetched {
         topic: Arc<str>,

@@ -1,6 +1,7 @@
-//! Fuzzes `pubsub::parse_client_op`: on arbitrary (lossy UTF-8) input it never panics; every op it accepts has a
-//! valid topic and a numeric id, re-serializes with `write_client_op` and parses back to the same op; every error
-//! reply built from a refusal is valid JSON.
+//! Fuzzes `pubsub::parse_client_op`: on arbitrary (lossy UTF-8) input it never panics; every op it accepts has
+//! exactly one target (a valid topic, or a bounded non-empty user for a direct message) and a numeric id,
+//! re-serializes with `write_client_op` and parses back to the same op; every error reply built from a refusal is
+//! valid JSON.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,7 +12,18 @@ fuzz_target!(|input: &[u8]| {
     let text = String::from_utf8_lossy(input);
     match pubsub::parse_client_op(&text) {
         Ok(op) => {
-            assert_eq!(validate_topic(op.topic()), Ok(()), "{op:?}");
+            // Exactly one target: a valid topic, or a non-empty user id of bounded length.
+            match (op.topic(), op.user()) {
+                (Some(topic), None) => assert_eq!(validate_topic(topic), Ok(()), "{op:?}"),
+                (None, Some(user)) => {
+                    let written = user.as_written();
+                    assert!(!written.is_empty() && written.len() <= pubsub::MAX_USER_LEN);
+                    assert!(matches!(op, ClientOp::Direct { .. }), "{op:?}");
+                    // Decoding never loses the whole name (escapes only shorten it).
+                    assert!(!user.name().is_empty(), "{op:?}");
+                }
+                other => panic!("{other:?} for {op:?}"),
+            }
             if let Some(RequestId(id)) = op.id() {
                 assert!(id.len() <= pubsub::MAX_ID_LEN);
                 assert!(
@@ -19,7 +31,7 @@ fuzz_target!(|input: &[u8]| {
                     "{id:?}"
                 );
             }
-            if let ClientOp::Pub { data, .. } = op {
+            if let ClientOp::Pub { data, .. } | ClientOp::Direct { data, .. } = op {
                 assert!(!data.is_empty());
             }
             let mut buf = Vec::new();

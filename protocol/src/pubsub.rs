@@ -11,9 +11,14 @@
 //! {"op":"sub","topic":"prices:EURUSD","since":41,"id":1}
 //! {"op":"unsub","topic":"prices:EURUSD","id":2}
 //! {"op":"pub","topic":"chat","data":{"text":"hi"},"id":3}
+//! {"op":"pub","user":"bob","data":{"text":"hi"},"id":4}
 //! ```
 //! - `op` and `topic` are required, `data` is required for `pub` (any JSON value, `null` included), `since` (only
 //!   read for `sub`) and `id` are optional. A field set to `null` counts as absent, except `data`.
+//! - A `pub` names exactly one target: a `topic`, or a `user` (a direct message to every connection of that user,
+//!   [`ClientOp::Direct`]). `user` is any non-empty JSON string of at most [`MAX_USER_LEN`] bytes as written;
+//!   escapes are allowed there (a user id is a token's `sub`, which may hold any character), and
+//!   [`UserId::name`] decodes them. `user` is ignored on `sub` and `unsub`.
 //! - Unknown fields, and known fields that do not belong to the op (`since` on `pub`, `data` on `sub`), are
 //!   ignored, so clients may add their own. A known field that appears twice is an error (`duplicate_field`):
 //!   JSON leaves duplicates undefined and two parsers disagreeing about which one wins is a classic smuggling bug.
@@ -35,9 +40,10 @@
 //! {"type":"msg","topic":"chat","seq":42,"data":{"text":"hi"}}
 //! {"type":"reset","topic":"chat","seq":30}
 //! {"type":"ack","id":3,"seq":42}
+//! {"type":"direct","from":"alice","data":{"text":"hi"}}
 //! {"type":"error","id":4,"code":"invalid_topic","message":"topic is empty: ..."}
 //! ```
-//! written by [`write_msg`], [`write_reset`], [`write_ack`] and [`write_error`]. Over HTTP, a publish answers
+//! written by [`write_msg`], [`write_reset`], [`write_ack`], [`write_direct`] and [`write_error`]. Over HTTP, a publish answers
 //! [`write_publish_ok`] (`{"topic":"chat","seq":42}`), SSE carries [`write_sse_msg`] and [`write_sse_reset`].
 //!
 //! ## Error codes
@@ -56,12 +62,63 @@ use std::borrow::Cow;
 /// library writes; bounds what a reply echoes.
 pub const MAX_ID_LEN: usize = 64;
 
+/// The longest `user` target accepted, in bytes of its JSON string text between the quotes (escapes counted as
+/// written).
+pub const MAX_USER_LEN: usize = 256;
+
 /// A client request id: the raw JSON number text, echoed verbatim in the reply.
 ///
 /// Writers copy the text as is, so it must be a JSON number: take it from [`parse_client_op`] or build it from a
 /// number literal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestId<'a>(pub &'a str);
+
+/// The target of a direct message: a user id (a token's `sub`) as written in the frame, between the quotes of its
+/// JSON string. Borrowed; escapes are decoded only on demand by [`UserId::name`]. Two ids compare equal when they
+/// are written the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserId<'a> {
+    /// The JSON string's text between its quotes, escapes as written.
+    text: &'a str,
+    /// Whether `text` holds a backslash escape.
+    escaped: bool,
+}
+
+impl<'a> UserId<'a> {
+    /// A user id from a plain name. `None` when the name is empty, longer than [`MAX_USER_LEN`], or holds a
+    /// character JSON must escape (`"`, `\`, a control character); such names can only arrive escaped from the
+    /// wire, through [`parse_client_op`].
+    #[must_use]
+    pub fn new(name: &'a str) -> Option<Self> {
+        let plain = name.bytes().all(|b| b != b'"' && b != b'\\' && b >= 0x20);
+        (plain && !name.is_empty() && name.len() <= MAX_USER_LEN).then_some(UserId {
+            text: name,
+            escaped: false,
+        })
+    }
+
+    /// The text between the JSON string's quotes, escapes as the client wrote them (what [`write_client_op`]
+    /// writes back).
+    #[must_use]
+    pub fn as_written(&self) -> &'a str {
+        self.text
+    }
+
+    /// The user id with JSON escapes decoded: borrowed when the client wrote none (the usual case), else a new
+    /// string.
+    #[must_use]
+    pub fn name(&self) -> Cow<'a, str> {
+        if !self.escaped {
+            return Cow::Borrowed(self.text);
+        }
+        let mut quoted = String::with_capacity(self.text.len() + 2);
+        quoted.push('"');
+        quoted.push_str(self.text);
+        quoted.push('"');
+        // `parse_client_op` decoded this text once already, so this cannot fail.
+        Cow::Owned(serde_json::from_str::<String>(&quoted).unwrap_or_default())
+    }
+}
 
 /// One operation a client sent over WebSocket. Every field borrows from the frame's text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,14 +148,35 @@ pub enum ClientOp<'a> {
         /// Request id to echo in the ack (which also carries the assigned `seq`) or error.
         id: Option<RequestId<'a>>,
     },
+    /// Send `data` directly to every connection of `user` (a `pub` with a `user` instead of a `topic`).
+    Direct {
+        /// The target user, a non-empty JSON string of at most [`MAX_USER_LEN`] bytes.
+        user: UserId<'a>,
+        /// `data` is the raw JSON text of the value (any JSON), borrowed from the input.
+        data: &'a str,
+        /// Request id to echo in the ack (no `seq`: direct messages are not numbered) or error.
+        id: Option<RequestId<'a>>,
+    },
 }
 
 impl<'a> ClientOp<'a> {
-    /// The op's topic.
+    /// The op's topic (`None` for a direct message, which names a user instead).
     #[must_use]
-    pub fn topic(&self) -> &'a str {
+    pub fn topic(&self) -> Option<&'a str> {
         match *self {
-            Self::Sub { topic, .. } | Self::Unsub { topic, .. } | Self::Pub { topic, .. } => topic,
+            Self::Sub { topic, .. } | Self::Unsub { topic, .. } | Self::Pub { topic, .. } => {
+                Some(topic)
+            }
+            Self::Direct { .. } => None,
+        }
+    }
+
+    /// The target user of a direct message (`None` for the topic ops).
+    #[must_use]
+    pub fn user(&self) -> Option<UserId<'a>> {
+        match *self {
+            Self::Direct { user, .. } => Some(user),
+            _ => None,
         }
     }
 
@@ -106,7 +184,10 @@ impl<'a> ClientOp<'a> {
     #[must_use]
     pub fn id(&self) -> Option<RequestId<'a>> {
         match *self {
-            Self::Sub { id, .. } | Self::Unsub { id, .. } | Self::Pub { id, .. } => id,
+            Self::Sub { id, .. }
+            | Self::Unsub { id, .. }
+            | Self::Pub { id, .. }
+            | Self::Direct { id, .. } => id,
         }
     }
 }
@@ -136,9 +217,14 @@ pub enum OpError {
     InvalidId,
     /// A `pub` op has no `data` field. Fault: the client. Code `missing_data`.
     MissingData,
-    /// A known field (`op`, `topic`, `since`, `id`, `data`) appears more than once. Fault: the client. Code
-    /// `duplicate_field`.
+    /// A known field (`op`, `topic`, `user`, `since`, `id`, `data`) appears more than once. Fault: the client.
+    /// Code `duplicate_field`.
     DuplicateField,
+    /// A `pub`'s `user` is not a non-empty JSON string of at most [`MAX_USER_LEN`] bytes. Fault: the client. Code
+    /// `invalid_user`.
+    InvalidUser,
+    /// A `pub` names both a `topic` and a `user`. Fault: the client. Code `topic_and_user`.
+    TopicAndUser,
 }
 
 impl OpError {
@@ -156,6 +242,8 @@ impl OpError {
     /// | [`InvalidId`](Self::InvalidId) | `invalid_id` |
     /// | [`MissingData`](Self::MissingData) | `missing_data` |
     /// | [`DuplicateField`](Self::DuplicateField) | `duplicate_field` |
+    /// | [`InvalidUser`](Self::InvalidUser) | `invalid_user` |
+    /// | [`TopicAndUser`](Self::TopicAndUser) | `topic_and_user` |
     #[must_use]
     pub fn code(self) -> &'static str {
         match self {
@@ -169,6 +257,8 @@ impl OpError {
             Self::InvalidId => "invalid_id",
             Self::MissingData => "missing_data",
             Self::DuplicateField => "duplicate_field",
+            Self::InvalidUser => "invalid_user",
+            Self::TopicAndUser => "topic_and_user",
         }
     }
 
@@ -187,6 +277,8 @@ impl OpError {
             Self::InvalidId => "\"id\" must be a JSON number of at most 64 characters",
             Self::MissingData => "\"pub\" needs a \"data\" field",
             Self::DuplicateField => "a field appears more than once",
+            Self::InvalidUser => "\"user\" must be a non-empty JSON string of at most 256 bytes",
+            Self::TopicAndUser => "a \"pub\" names either a \"topic\" or a \"user\", not both",
         }
     }
 }
@@ -214,6 +306,7 @@ impl From<TopicError> for OpError {
 struct Fields<'a> {
     op: Option<&'a RawValue>,
     topic: Option<&'a RawValue>,
+    user: Option<&'a RawValue>,
     since: Option<&'a RawValue>,
     id: Option<&'a RawValue>,
     data: Option<&'a RawValue>,
@@ -231,6 +324,7 @@ enum Top<'a> {
 enum Key {
     Op,
     Topic,
+    User,
     Since,
     Id,
     Data,
@@ -249,6 +343,7 @@ impl<'de> Deserialize<'de> for Key {
                 Ok(match v {
                     "op" => Key::Op,
                     "topic" => Key::Topic,
+                    "user" => Key::User,
                     "since" => Key::Since,
                     "id" => Key::Id,
                     "data" => Key::Data,
@@ -282,6 +377,7 @@ impl<'de> Visitor<'de> for TopVisitor {
             let slot = match key {
                 Key::Op => &mut f.op,
                 Key::Topic => &mut f.topic,
+                Key::User => &mut f.user,
                 Key::Since => &mut f.since,
                 Key::Id => &mut f.id,
                 Key::Data => &mut f.data,
@@ -370,6 +466,24 @@ fn parse_topic(raw: Option<&RawValue>) -> Result<&str, OpError> {
     Ok(topic)
 }
 
+fn parse_user(raw: &str) -> Result<UserId<'_>, OpError> {
+    // The text is a syntactically valid JSON value: one starting with '"' is a whole, well-formed string.
+    let text = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .ok_or(OpError::InvalidUser)?;
+    if text.is_empty() || text.len() > MAX_USER_LEN {
+        return Err(OpError::InvalidUser);
+    }
+    let escaped = text.contains('\\');
+    // JSON syntax lets a lone surrogate escape (`\ud800`) through; such a string has no Unicode value. Decoding
+    // once here (only escaped ids, which are rare, pay for it) keeps `UserId::name` infallible.
+    if escaped && serde_json::from_str::<String>(raw).is_err() {
+        return Err(OpError::InvalidUser);
+    }
+    Ok(UserId { text, escaped })
+}
+
 /// Parses one WebSocket text frame into a [`ClientOp`] (see the module docs for the rules).
 ///
 /// On error, returns the request id too when it could still be read (the frame was a JSON object with a valid,
@@ -417,30 +531,51 @@ pub fn parse_client_op(text: &str) -> Result<ClientOp<'_>, (Option<RequestId<'_>
             Ok(ClientOp::Unsub { topic, id })
         }
         "\"pub\"" => {
-            let topic = parse_topic(fields.topic).map_err(fail)?;
+            let user = match (present(fields.topic), present(fields.user)) {
+                (Some(_), Some(_)) => return Err(fail(OpError::TopicAndUser)),
+                (None, Some(raw)) => Some(parse_user(raw).map_err(fail)?),
+                _ => None,
+            };
+            let topic = match user {
+                Some(_) => "",
+                None => parse_topic(fields.topic).map_err(fail)?,
+            };
             let data = fields
                 .data
                 .map(RawValue::get)
                 .ok_or(fail(OpError::MissingData))?;
-            Ok(ClientOp::Pub { topic, data, id })
+            Ok(match user {
+                Some(user) => ClientOp::Direct { user, data, id },
+                None => ClientOp::Pub { topic, data, id },
+            })
         }
         _ => Err(fail(OpError::UnknownOp)),
     }
 }
 
-/// Writes `op` as the compact JSON object a client sends (`{"op":..,"topic":..,"since"|"data":..,"id":..}`,
-/// absent fields omitted). [`parse_client_op`] of the output gives `op` back for every op it returned. Used by
+/// Writes `op` as the compact JSON object a client sends (`{"op":..,"topic"|"user":..,"since"|"data":..,"id":..}`,
+/// absent fields omitted; a [`ClientOp::Direct`] is a `pub` with `user`, written as the client wrote it). [`parse_client_op`] of the output gives `op` back for every op it returned. Used by
 /// tests, the fuzz target and load generators.
 pub fn write_client_op<B: BufMut>(buf: &mut B, op: &ClientOp<'_>) {
-    let (name, topic, id) = match *op {
-        ClientOp::Sub { topic, id, .. } => ("sub", topic, id),
-        ClientOp::Unsub { topic, id } => ("unsub", topic, id),
-        ClientOp::Pub { topic, id, .. } => ("pub", topic, id),
+    let name = match *op {
+        ClientOp::Sub { .. } => "sub",
+        ClientOp::Unsub { .. } => "unsub",
+        ClientOp::Pub { .. } | ClientOp::Direct { .. } => "pub",
     };
     buf.put_slice(b"{\"op\":\"");
     buf.put_slice(name.as_bytes());
-    buf.put_slice(b"\",\"topic\":");
-    write_json_string(buf, topic);
+    match (op.topic(), op.user()) {
+        (Some(topic), _) => {
+            buf.put_slice(b"\",\"topic\":");
+            write_json_string(buf, topic);
+        }
+        (None, Some(user)) => {
+            buf.put_slice(b"\",\"user\":\"");
+            buf.put_slice(user.as_written().as_bytes());
+            buf.put_u8(b'"');
+        }
+        (None, None) => buf.put_u8(b'"'),
+    }
     match *op {
         ClientOp::Sub {
             since: Some(since), ..
@@ -448,13 +583,13 @@ pub fn write_client_op<B: BufMut>(buf: &mut B, op: &ClientOp<'_>) {
             buf.put_slice(b",\"since\":");
             buf.put_slice(itoa::Buffer::new().format(since).as_bytes());
         }
-        ClientOp::Pub { data, .. } => {
+        ClientOp::Pub { data, .. } | ClientOp::Direct { data, .. } => {
             buf.put_slice(b",\"data\":");
             put_json(buf, data.as_bytes());
         }
         _ => {}
     }
-    if let Some(RequestId(id)) = id {
+    if let Some(RequestId(id)) = op.id() {
         buf.put_slice(b",\"id\":");
         buf.put_slice(id.as_bytes());
     }
@@ -529,6 +664,22 @@ pub fn write_ack<B: BufMut>(buf: &mut B, id: Option<RequestId<'_>>, seq: Option<
         buf.put_slice(b",\"seq\":");
         put_u64(buf, seq);
     }
+    buf.put_u8(b'}');
+}
+
+/// Appends `{"type":"direct","from":"<sender>","data":<JSON>}`: a direct message from user `from` (escaped as
+/// needed). `data_json` is one JSON value the caller validated, copied verbatim; an empty slice is written as `null`.
+///
+/// ```
+/// let mut out = Vec::new();
+/// ringcast_protocol::pubsub::write_direct(&mut out, "alice", br#"{"text":"hi"}"#);
+/// assert_eq!(out, br#"{"type":"direct","from":"alice","data":{"text":"hi"}}"#);
+/// ```
+pub fn write_direct<B: BufMut>(buf: &mut B, from: &str, data_json: &[u8]) {
+    buf.put_slice(b"{\"type\":\"direct\",\"from\":");
+    write_json_string(buf, from);
+    buf.put_slice(b",\"data\":");
+    put_json(buf, data_json);
     buf.put_u8(b'}');
 }
 

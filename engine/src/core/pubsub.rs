@@ -27,6 +27,8 @@ use crate::conn::{DIRTY, State};
 use crate::history::History;
 use crate::stats::{add, sub};
 
+mod direct;
+
 /// Most bus messages handled in one turn before the loop lets sockets run (the rest wait for the next turn).
 const MAX_MSGS_PER_TURN: usize = 65_536;
 
@@ -207,6 +209,7 @@ impl Core {
                 last_seq,
             } => self.on_replay(topic, token, reset, entries, last_seq),
             CoreMsg::Deliver { topic, seq, data } => self.deliver_local(&topic, seq, &data),
+            CoreMsg::Direct { user, frame } => self.on_direct(&user, &frame),
             CoreMsg::Fetch {
                 topic,
                 token,
@@ -695,6 +698,7 @@ impl Core {
                     },
                 );
             }
+            Ok(ClientOp::Direct { user, data, id }) => self.direct(key, user, data, id),
             Err((id, e)) => {
                 let reply = json_bytes(|b| write_error(b, id, e.code(), e.message()));
                 self.stage_reply(key, &reply);

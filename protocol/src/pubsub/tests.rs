@@ -211,6 +211,18 @@ fn parse_error_table() {
         r#"{{"op":"sub","topic":"t","id":{}}}"#,
         "9".repeat(MAX_ID_LEN + 1)
     );
+    let long_user = format!(
+        r#"{{"op":"pub","user":"{}","data":1}}"#,
+        "u".repeat(MAX_USER_LEN + 1)
+    );
+    let max_user = format!(
+        r#"{{"op":"pub","user":"{}","data":1}}"#,
+        "u".repeat(MAX_USER_LEN)
+    );
+    assert!(matches!(
+        parse_client_op(&max_user),
+        Ok(ClientOp::Direct { .. })
+    ));
     let max_id = format!(
         r#"{{"op":"sub","topic":"t","id":{}}}"#,
         "9".repeat(MAX_ID_LEN)
@@ -413,6 +425,50 @@ fn parse_error_table() {
             None,
             E::DuplicateField,
         ),
+        (
+            r#"{"op":"pub","user":"a","user":"b","data":1,"id":3}"#,
+            Some("3"),
+            E::DuplicateField,
+        ),
+        // Direct messages: exactly one target, a non-empty string user.
+        (
+            r#"{"op":"pub","topic":"t","user":"bob","data":1,"id":5}"#,
+            Some("5"),
+            E::TopicAndUser,
+        ),
+        (r#"{"op":"pub","user":"","data":1}"#, None, E::InvalidUser),
+        (
+            r#"{"op":"pub","user":5,"data":1,"id":6}"#,
+            Some("6"),
+            E::InvalidUser,
+        ),
+        (
+            r#"{"op":"pub","user":["bob"],"data":1}"#,
+            None,
+            E::InvalidUser,
+        ),
+        (r#"{"op":"pub","user":{},"data":1}"#, None, E::InvalidUser),
+        (r#"{"op":"pub","user":true,"data":1}"#, None, E::InvalidUser),
+        (&long_user, None, E::InvalidUser),
+        // Valid JSON syntax, but not a Unicode string.
+        (
+            r#"{"op":"pub","user":"\ud800","data":1}"#,
+            None,
+            E::InvalidUser,
+        ),
+        (
+            r#"{"op":"pub","user":"bob","id":7}"#,
+            Some("7"),
+            E::MissingData,
+        ),
+        (
+            r#"{"op":"pub","user":null,"data":1}"#,
+            None,
+            E::MissingTopic,
+        ),
+        // `user` does not stand in for `topic` on sub/unsub.
+        (r#"{"op":"sub","user":"bob"}"#, None, E::MissingTopic),
+        (r#"{"op":"unsub","user":"bob"}"#, None, E::MissingTopic),
     ];
     for (text, want_id, want) in table {
         assert_eq!(
@@ -441,6 +497,8 @@ fn op_error_surface() {
         (E::InvalidId, "invalid_id"),
         (E::MissingData, "missing_data"),
         (E::DuplicateField, "duplicate_field"),
+        (E::InvalidUser, "invalid_user"),
+        (E::TopicAndUser, "topic_and_user"),
     ];
     for (e, code) in all {
         assert_eq!(e.code(), code);
@@ -473,10 +531,122 @@ fn op_error_surface() {
 #[test]
 fn accessors() {
     let op = parse_client_op(r#"{"op":"pub","topic":"t","data":1,"id":5}"#).unwrap();
-    assert_eq!(op.topic(), "t");
+    assert_eq!(op.topic(), Some("t"));
+    assert_eq!(op.user(), None);
     assert_eq!(op.id(), id("5"));
     let op = parse_client_op(r#"{"op":"unsub","topic":"u"}"#).unwrap();
-    assert_eq!((op.topic(), op.id()), ("u", None));
+    assert_eq!((op.topic(), op.id()), (Some("u"), None));
+    let op = parse_client_op(r#"{"op":"pub","user":"bob","data":1,"id":6}"#).unwrap();
+    assert_eq!(
+        (op.topic(), op.user(), op.id()),
+        (None, UserId::new("bob"), id("6"))
+    );
+}
+
+#[test]
+fn direct_ops() {
+    let table: &[(&str, &str, &str, &str, Option<&str>)] = &[
+        // frame, user as written, decoded name, data, id
+        (
+            r#"{"op":"pub","user":"bob","data":{"a":1}}"#,
+            "bob",
+            "bob",
+            r#"{"a":1}"#,
+            None,
+        ),
+        (
+            r#"{"user":"bob","data":null,"op":"pub","id":2}"#,
+            "bob",
+            "bob",
+            "null",
+            Some("2"),
+        ),
+        (
+            r#"{"op":"pub","topic":null,"user":"bob","data":1}"#,
+            "bob",
+            "bob",
+            "1",
+            None,
+        ),
+        // Any character a `sub` may hold, escaped or not.
+        (
+            r#"{"op":"pub","user":"jos\u00e9","data":1}"#,
+            r"jos\u00e9",
+            "jos\u{e9}",
+            "1",
+            None,
+        ),
+        (
+            r#"{"op":"pub","user":"josé","data":1}"#,
+            "josé",
+            "josé",
+            "1",
+            None,
+        ),
+        (
+            r#"{"op":"pub","user":"a\"b\\c","data":1}"#,
+            r#"a\"b\\c"#,
+            r#"a"b\c"#,
+            "1",
+            None,
+        ),
+        (
+            r#"{"op":"pub","user":"a b/c","data":1}"#,
+            "a b/c",
+            "a b/c",
+            "1",
+            None,
+        ),
+        // Fields of other ops are ignored.
+        (
+            r#"{"op":"pub","user":"u","data":1,"since":"x"}"#,
+            "u",
+            "u",
+            "1",
+            None,
+        ),
+    ];
+    for &(text, written, name, data, want_id) in table {
+        let op = parse_client_op(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let ClientOp::Direct {
+            user,
+            data: d,
+            id: i,
+        } = op
+        else {
+            panic!("{text}: {op:?}");
+        };
+        assert_eq!(user.as_written(), written, "{text}");
+        assert_eq!(user.name(), name, "{text}");
+        assert_eq!(
+            matches!(user.name(), Cow::Borrowed(_)),
+            !written.contains('\\')
+        );
+        assert_eq!((d, i), (data, want_id.map(RequestId)), "{text}");
+        // Written back and parsed again: the same op.
+        let mut buf = Vec::new();
+        write_client_op(&mut buf, &op);
+        assert_eq!(parse_client_op(s(&buf)), Ok(op), "{}", s(&buf));
+    }
+    assert_eq!(UserId::new(""), None);
+    assert_eq!(UserId::new("a\"b"), None);
+    assert_eq!(UserId::new("a\\b"), None);
+    assert_eq!(UserId::new("a\nb"), None);
+    assert_eq!(UserId::new(&"u".repeat(MAX_USER_LEN + 1)), None);
+    assert!(UserId::new(&"u".repeat(MAX_USER_LEN)).is_some());
+    let mut buf = Vec::new();
+    write_client_op(
+        &mut buf,
+        &ClientOp::Direct {
+            user: UserId::new("bob").unwrap(),
+            data: "[1]",
+            id: id("3"),
+        },
+    );
+    assert_eq!(s(&buf), r#"{"op":"pub","user":"bob","data":[1],"id":3}"#);
+    let mut out = Vec::new();
+    write_direct(&mut out, "a\"b", b"");
+    assert_eq!(s(&out), r#"{"type":"direct","from":"a\"b","data":null}"#);
 }
 
 #[test]
@@ -785,6 +955,7 @@ enum OwnedOp {
     Sub(String, Option<u64>, Option<String>),
     Unsub(String, Option<String>),
     Pub(String, String, Option<String>),
+    Direct(String, String, Option<String>),
 }
 
 impl OwnedOp {
@@ -804,8 +975,18 @@ impl OwnedOp {
                 data,
                 id: id.as_deref().map(RequestId),
             },
+            Self::Direct(u, data, id) => ClientOp::Direct {
+                user: UserId::new(u).unwrap(),
+                data,
+                id: id.as_deref().map(RequestId),
+            },
         }
     }
+}
+
+/// User ids that need no JSON escape (what [`UserId::new`] takes).
+fn user() -> impl Strategy<Value = String> {
+    "[^\"\\\\\u{0}-\u{1f}]{1,64}"
 }
 
 fn owned_op() -> impl Strategy<Value = OwnedOp> {
@@ -822,6 +1003,8 @@ fn owned_op() -> impl Strategy<Value = OwnedOp> {
             };
             OwnedOp::Pub(t, data, i)
         }),
+        (user(), json_value(), id())
+            .prop_map(|(u, v, i)| { OwnedOp::Direct(u, serde_json::to_string(&v).unwrap(), i) }),
     ]
 }
 
@@ -844,17 +1027,23 @@ proptest! {
         // What a client library builds with serde_json parses to the same op.
         let op = op.borrow();
         let mut obj = serde_json::Map::new();
-        let (name, t, i) = match op {
-            ClientOp::Sub { topic, id, .. } => ("sub", topic, id),
-            ClientOp::Unsub { topic, id } => ("unsub", topic, id),
-            ClientOp::Pub { topic, id, .. } => ("pub", topic, id),
+        let name = match op {
+            ClientOp::Sub { .. } => "sub",
+            ClientOp::Unsub { .. } => "unsub",
+            ClientOp::Pub { .. } | ClientOp::Direct { .. } => "pub",
         };
+        let (t, i) = (op.topic(), op.id());
         obj.insert("op".into(), json!(name));
-        obj.insert("topic".into(), json!(t));
+        if let Some(t) = t {
+            obj.insert("topic".into(), json!(t));
+        }
+        if let Some(u) = op.user() {
+            obj.insert("user".into(), json!(u.name()));
+        }
         if let ClientOp::Sub { since: Some(s), .. } = op {
             obj.insert("since".into(), json!(s));
         }
-        if let ClientOp::Pub { data, .. } = op {
+        if let ClientOp::Pub { data, .. } | ClientOp::Direct { data, .. } = op {
             obj.insert("data".into(), serde_json::from_str(data).unwrap());
         }
         if let Some(RequestId(i)) = i {
@@ -879,6 +1068,14 @@ proptest! {
         match (parsed, op) {
             (ClientOp::Sub { since: a, .. }, ClientOp::Sub { since: b, .. }) => prop_assert_eq!(a, b),
             (ClientOp::Unsub { .. }, ClientOp::Unsub { .. }) => {}
+            (ClientOp::Direct { user: a, data: da, .. }, ClientOp::Direct { user: b, data: db, .. }) => {
+                // serde_json may escape what the client wrote plainly (or not): the decoded names agree.
+                prop_assert_eq!(a.name(), b.name());
+                prop_assert_eq!(
+                    serde_json::from_str::<Value>(da).unwrap(),
+                    serde_json::from_str::<Value>(db).unwrap()
+                );
+            }
             (ClientOp::Pub { data: a, .. }, ClientOp::Pub { data: b, .. }) => {
                 prop_assert_eq!(
                     serde_json::from_str::<Value>(a).unwrap(),
@@ -897,11 +1094,12 @@ proptest! {
     #[test]
     fn parse_never_panics_on_near_misses(
         fields in proptest::collection::vec(
-            (prop_oneof![Just("op"), Just("topic"), Just("since"), Just("id"), Just("data"), Just("x")],
+            (prop_oneof![Just("op"), Just("topic"), Just("user"), Just("since"), Just("id"), Just("data"), Just("x")],
              prop_oneof![
                 json_value().prop_map(|v| serde_json::to_string(&v).unwrap()),
                 Just("\"sub\"".to_string()), Just("\"pub\"".to_string()), Just("\"unsub\"".to_string()),
                 topic().prop_map(|t| format!("\"{t}\"")),
+                any::<String>().prop_map(|u| serde_json::to_string(&u).unwrap()),
                 id_text(),
              ]),
             0..6),
