@@ -1,9 +1,9 @@
 //! ringcast for the broadcast workload: the engine with its default configuration, plus an in-process
-//! [`Publisher`](ringcast_engine::Publisher) thread that, once N connections are open, publishes the same 64-byte
-//! payload as the peers' flood into `load.0` as fast as the engine accepts it, never more than
-//! `RING/2` messages ahead of the average subscriber (the peers' bound; yielding otherwise) for the
-//! flood duration. Usage: `ringcast-flood --listen ADDR --cpu 1 --driver uring|epoll --flood-subs N
-//! --flood-secs S`.
+//! [`Publisher`](ringcast_engine::Publisher) thread that, once N subscriptions are live (not merely N connections
+//! open), publishes the same 64-byte payload as the peers' flood into `load.0` as fast as the engine accepts it, never
+//! more than `RING/2` messages ahead of what the sockets actually took (bytes written divided by the size of one
+//! message's frames to all subscribers), for the flood duration. Usage: `ringcast-flood --listen ADDR --cpu 1
+//! --driver uring|epoll --flood-subs N --flood-secs S`.
 
 use std::time::{Duration, Instant};
 
@@ -33,22 +33,22 @@ fn main() {
     cfg.cores = CoreSet::List(vec![cpu]);
     let handle = ringcast_engine::start(cfg).expect("engine start");
     let publisher = handle.publisher();
-    let open = || {
-        handle
-            .stats()
-            .iter()
-            .map(|s| s.connections_open())
-            .sum::<u64>()
-    };
-    while open() < subs {
+    let subscribed = || handle.stats().iter().map(|s| s.subscribers()).sum::<u64>();
+    while subscribed() < subs {
         std::thread::sleep(Duration::from_millis(1));
     }
+    let written = || handle.stats().iter().map(|s| s.bytes_out()).sum::<u64>();
+    let base = written();
+    // One message to every subscriber: the WebSocket frame of {"type":"msg","topic":"load.0","seq":N,"data":...}.
+    let frame = (ringcast_peers::flood_payload().len() + 48 + 2) as u64;
+    let per_message = frame * subs.max(1);
     let end = Instant::now() + Duration::from_secs_f64(secs);
-    let delivered = || handle.stats().iter().map(|s| s.deliveries()).sum::<u64>();
     let mut sent = 0u64;
     while Instant::now() < end {
-        // The same bound as the peers' flood: at most RING/2 messages ahead of the average subscriber.
-        if sent.saturating_sub(delivered() / subs.max(1)) >= (ringcast_peers::RING / 2) as u64 {
+        // The same bound as the peers' flood (at most RING/2 messages ahead of the average subscriber), counted by
+        // bytes the kernel took, not by messages queued for connections.
+        let taken = written().saturating_sub(base) / per_message;
+        if sent.saturating_sub(taken) >= (ringcast_peers::RING / 2) as u64 {
             std::thread::yield_now();
             continue;
         }
