@@ -79,6 +79,10 @@ pub(crate) enum CoreMsg {
     /// as the finished text frame `{"type":"direct","from":..,"data":..}` (encoded once by the sender's core).
     /// Never sent to the Redis bridge: direct messages do not cross nodes.
     Direct { user: Arc<str>, frame: Bytes },
+    /// Test only: take over this connected stream socket as a new connection (the read-path property test feeds
+    /// one end of a socketpair to a core this way, with no network peer).
+    #[cfg(test)]
+    Adopt(std::os::fd::OwnedFd),
     /// From the owner: the answer to a `Fetch`.
     Fetched {
         topic: Arc<str>,

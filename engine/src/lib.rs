@@ -45,6 +45,9 @@ mod publisher;
 pub mod server;
 pub mod stats;
 
+#[cfg(test)]
+mod read_path_tests;
+
 pub use auth::{AuthKey, Identity, Permissions};
 pub use bridge::{RedisConfig, default_node_id};
 pub use config::{Asset, Config, CoreSet, Driver, HistoryLimits, SlowConsumerPolicy};

@@ -56,6 +56,12 @@ impl Publisher {
         }
     }
 
+    /// The mesh this handle sends on.
+    #[cfg(test)]
+    pub(crate) fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
     /// Publishes `json` (one JSON value, e.g. `{"px":101.5}`) as the message's data.
     pub fn publish_json(&self, topic: &str, json: impl Into<Bytes>) -> Result<(), PublishError> {
         let json = json.into();

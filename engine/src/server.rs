@@ -100,6 +100,16 @@ impl ServerHandle {
         &self.shared.stats
     }
 
+    /// Test only: hands a connected stream socket to core `core`, which serves it like an accepted connection
+    /// (without a peer address, so no per-IP limit applies). Returns false when the core's channel is full.
+    #[cfg(test)]
+    pub(crate) fn adopt(&self, core: usize, fd: std::os::fd::OwnedFd) -> bool {
+        self.publisher
+            .mesh()
+            .send_now(core, crate::bus::CoreMsg::Adopt(fd))
+            .is_ok()
+    }
+
     /// A handle that publishes into this server from any thread.
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()

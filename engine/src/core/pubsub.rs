@@ -210,6 +210,10 @@ impl Core {
             } => self.on_replay(topic, token, reset, entries, last_seq),
             CoreMsg::Deliver { topic, seq, data } => self.deliver_local(&topic, seq, &data),
             CoreMsg::Direct { user, frame } => self.on_direct(&user, &frame),
+            #[cfg(test)]
+            CoreMsg::Adopt(fd) => {
+                self.register(std::os::fd::IntoRawFd::into_raw_fd(fd), None);
+            }
             CoreMsg::Fetch {
                 topic,
                 token,
