@@ -21,7 +21,8 @@
 //!   message through topic owners on both cores.
 //!
 //! `PROPTEST_CASES` sets the number of streams (default 128, about two seconds). Long runs:
-//! `PROPTEST_CASES=100000 cargo test --release -p ringcast-engine --lib read_path -- --nocapture`.
+//! `PROPTEST_CASES=5000 READ_PATH_SECS=600 cargo test --release -p ringcast-engine --lib read_path -- --nocapture`
+//! (rounds of 5,000 streams, each with a fresh seed, for at least ten minutes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{ErrorKind, Read, Write};
@@ -818,67 +819,80 @@ fn read_path_survives_arbitrary_streams() {
         controls,
         tally: Tally::default(),
     });
-    let mut runner = TestRunner::new(PtConfig {
-        cases,
-        failure_persistence: None,
-        max_shrink_iters: 512,
-        max_shrink_time: 60_000,
-        ..PtConfig::default()
-    });
-    let result = runner.run(&case(), |case| {
-        let mut st = state.borrow_mut();
-        let st = &mut *st;
-        let core = st.n % CORES;
-        st.n += 1;
-        let n = st.n;
-        run_case(&server, core, &case, &mut st.tally)?;
-        // Nothing leaks: connections and subscriptions go back to what the control connections hold.
-        let back = (0..400).any(|_| {
-            if gauges(&server) == baseline {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-            false
+    // Long runs: `READ_PATH_SECS` repeats rounds of `cases` streams (each round with a fresh random seed) until
+    // that many seconds have passed.
+    let min_secs: u64 = std::env::var("READ_PATH_SECS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut rounds = 0u32;
+    let result = loop {
+        rounds += 1;
+        let mut runner = TestRunner::new(PtConfig {
+            cases,
+            failure_persistence: None,
+            max_shrink_iters: 512,
+            max_shrink_time: 60_000,
+            ..PtConfig::default()
         });
-        prop_assert!(
-            back,
-            "gauges {:?}, baseline {:?}",
-            gauges(&server),
-            baseline
-        );
-        // The server still serves: a publish on each core's topic reaches both control connections.
-        let sender = n % CORES;
-        for topic in &topics {
-            st.controls[sender]
-                .write_all(&client_text(&format!(
-                    r#"{{"op":"pub","topic":"{topic}","data":{n}}}"#
-                )))
-                .unwrap();
-            for s in st.controls.iter_mut() {
-                let m = next_text(s);
-                prop_assert!(
-                    m.contains(&format!(r#""topic":"{topic}""#))
-                        && m.ends_with(&format!(r#""data":{n}}}"#)),
-                    "control got {m}"
+        let result = runner.run(&case(), |case| {
+            let mut st = state.borrow_mut();
+            let st = &mut *st;
+            let core = st.n % CORES;
+            st.n += 1;
+            let n = st.n;
+            run_case(&server, core, &case, &mut st.tally)?;
+            // Nothing leaks: connections and subscriptions go back to what the control connections hold.
+            let back = (0..400).any(|_| {
+                if gauges(&server) == baseline {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                false
+            });
+            prop_assert!(
+                back,
+                "gauges {:?}, baseline {:?}",
+                gauges(&server),
+                baseline
+            );
+            // The server still serves: a publish on each core's topic reaches both control connections.
+            let sender = n % CORES;
+            for topic in &topics {
+                st.controls[sender]
+                    .write_all(&client_text(&format!(
+                        r#"{{"op":"pub","topic":"{topic}","data":{n}}}"#
+                    )))
+                    .unwrap();
+                for s in st.controls.iter_mut() {
+                    let m = next_text(s);
+                    prop_assert!(
+                        m.contains(&format!(r#""topic":"{topic}""#))
+                            && m.ends_with(&format!(r#""data":{n}}}"#)),
+                        "control got {m}"
+                    );
+                }
+            }
+            let rss = rss_bytes();
+            st.rss_max = st.rss_max.max(rss);
+            if n == 200.min(cases as usize / 2).max(1) {
+                st.rss_warm = rss;
+            }
+            if st.last_report.elapsed() >= Duration::from_secs(30) {
+                st.last_report = Instant::now();
+                eprintln!(
+                    "read_path: {n} streams in {:.0?}, RSS {} KiB (max {} KiB)",
+                    started.elapsed(),
+                    rss / 1024,
+                    st.rss_max / 1024
                 );
             }
+            Ok(())
+        });
+        if result.is_err() || started.elapsed() >= Duration::from_secs(min_secs) {
+            break result;
         }
-        let rss = rss_bytes();
-        st.rss_max = st.rss_max.max(rss);
-        if n == 200.min(cases as usize / 2).max(1) {
-            st.rss_warm = rss;
-        }
-        if st.last_report.elapsed() >= Duration::from_secs(30) {
-            st.last_report = Instant::now();
-            eprintln!(
-                "read_path: {n} streams in {:.0?}, RSS {} KiB (max {} KiB)",
-                started.elapsed(),
-                rss / 1024,
-                st.rss_max / 1024
-            );
-        }
-        Ok(())
-    });
+    };
     let Carried {
         n,
         rss_warm,
@@ -889,7 +903,7 @@ fn read_path_survives_arbitrary_streams() {
     } = state.into_inner();
     let rss_end = rss_bytes();
     eprintln!(
-        "read_path: {n} streams (incl. shrinking) in {:.1?}; RSS after warm-up {} KiB, end {} KiB, max {} KiB",
+        "read_path: {n} streams (incl. shrinking) in {rounds} round(s), {:.1?}; RSS after warm-up {} KiB, end {} KiB, max {} KiB",
         started.elapsed(),
         rss_warm / 1024,
         rss_end / 1024,
