@@ -778,6 +778,7 @@ struct Carried {
     last_report: Instant,
     controls: Vec<UnixStream>,
     tally: Tally,
+    leak_reported: bool,
 }
 
 #[test]
@@ -818,6 +819,7 @@ fn read_path_survives_arbitrary_streams() {
         last_report: Instant::now(),
         controls,
         tally: Tally::default(),
+        leak_reported: false,
     });
     // Long runs: `READ_PATH_SECS` repeats rounds of `cases` streams (each round with a fresh random seed) until
     // that many seconds have passed.
@@ -850,6 +852,16 @@ fn read_path_survives_arbitrary_streams() {
                 std::thread::sleep(Duration::from_millis(5));
                 false
             });
+            if !back && !st.leak_reported {
+                // A leak outlives its stream and fails every later one, so shrinking cannot isolate it: print
+                // the stream that left it behind.
+                st.leak_reported = true;
+                eprintln!(
+                    "read_path: state left behind by this stream (cuts {:?}): {:?}",
+                    case.cuts,
+                    String::from_utf8_lossy(&case.stream)
+                );
+            }
             prop_assert!(
                 back,
                 "gauges {:?}, baseline {:?}",
@@ -923,6 +935,52 @@ fn read_path_survives_arbitrary_streams() {
         "RSS grew from {rss_warm} to {rss_end} bytes"
     );
     drop(controls);
+    server.shutdown();
+    server.join().expect("no reactor panicked");
+}
+
+/// Found by the property test: `sub`, `unsub`, `sub` of one topic before the owner answered the first `sub` sent
+/// two subscribe requests, and both answers added the connection to the topic's subscribers, so each message was
+/// delivered twice and one entry outlived the connection (a leaked subscription).
+#[test]
+fn resubscribing_before_the_owner_answers_subscribes_once() {
+    let server = crate::server::start(config()).expect("server starts");
+    for core in 0..CORES {
+        let topic = format!("resub.{core}");
+        let mut c = control(&server, core, &format!("other.{core}"));
+        let mut batch = Vec::new();
+        for (op, id) in [("sub", 2), ("unsub", 3), ("sub", 4)] {
+            batch.extend(client_text(&format!(
+                r#"{{"op":"{op}","topic":"{topic}","id":{id}}}"#
+            )));
+        }
+        c.write_all(&batch).unwrap();
+        let mut acks: Vec<String> = (0..3).map(|_| next_text(&mut c)).collect();
+        acks.sort();
+        assert_eq!(
+            acks,
+            [2, 3, 4].map(|id| format!(r#"{{"type":"ack","id":{id}}}"#))
+        );
+        let publisher = server.publisher();
+        publisher.publish_json(&topic, "1").unwrap();
+        publisher.publish_json(&topic, "2").unwrap();
+        for seq in [1, 2] {
+            assert_eq!(
+                next_text(&mut c),
+                format!(r#"{{"type":"msg","topic":"{topic}","seq":{seq},"data":{seq}}}"#)
+            );
+        }
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while gauges(&server).iter().any(|g| *g != (0, 0)) {
+            assert!(
+                Instant::now() < deadline,
+                "left behind: {:?}",
+                gauges(&server)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     server.shutdown();
     server.join().expect("no reactor panicked");
 }

@@ -574,6 +574,18 @@ impl Core {
             let reply = json_bytes(|b| write_ack(b, token.id.as_deref().map(RequestId), None));
             self.stage_reply(key, &reply);
         }
+        // `sub`, `unsub`, `sub` before the owner answered sends two subscribe requests. The first answer makes the
+        // connection a live subscriber; a later one only acknowledges its `sub`: its replay would repeat messages
+        // already delivered, and a second entry would deliver every message twice and outlive the connection.
+        let serial = self.conns[key].serial;
+        let live = self.topics.local.get(&topic).is_some_and(|lt| {
+            lt.subs
+                .iter()
+                .any(|s| s.key == key as u32 && s.serial == serial)
+        });
+        if live {
+            return;
+        }
         if let Some(m) = reset {
             let frame = if sse {
                 let mut b = Vec::new();
@@ -592,7 +604,6 @@ impl Core {
             };
             self.stage_shared(key, frame, false, 0);
         }
-        let serial = self.conns[key].serial;
         if let Some(lt) = self.topics.local.get_mut(&topic) {
             lt.subs.push(Sub {
                 key: key as u32,
