@@ -714,7 +714,7 @@ impl Core {
                 }
                 State::Waiting => {
                     // The owner core did not answer in time (it normally answers a long poll at its deadline).
-                    let waiting = c.ext.as_mut().and_then(|e| e.waiting.take());
+                    let waiting = c.ext.as_mut().and_then(|e| e.waiting.take()).map(|w| *w);
                     let (status, body, cors, keep_alive): (u16, Vec<u8>, _, bool) = match waiting {
                         Some(Waiting::Poll {
                             topic,

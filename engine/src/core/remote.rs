@@ -21,16 +21,20 @@ impl Core {
         }
         match self.conns[key].state {
             State::Waiting => {
-                let (cors, keep_alive) =
-                    match self.conns[key].ext.as_mut().and_then(|e| e.waiting.take()) {
-                        Some(Waiting::Publish { cors, keep_alive }) => (cors, keep_alive),
-                        other => {
-                            if let Some(e) = self.conns[key].ext.as_mut() {
-                                e.waiting = other;
-                            }
-                            return;
+                let (cors, keep_alive) = match self.conns[key]
+                    .ext
+                    .as_mut()
+                    .and_then(|e| e.waiting.take())
+                    .map(|w| *w)
+                {
+                    Some(Waiting::Publish { cors, keep_alive }) => (cors, keep_alive),
+                    other => {
+                        if let Some(e) = self.conns[key].ext.as_mut() {
+                            e.waiting = other.map(Box::new);
                         }
-                    };
+                        return;
+                    }
+                };
                 let body = br#"{"error":"Service Unavailable","message":"the message bus (Redis) is unavailable; not published"}"#;
                 self.finish_waiting(key, 503, body, cors.as_deref(), keep_alive);
             }

@@ -613,12 +613,12 @@ impl Core {
         conn.state = State::Waiting;
         // The owner answers at the deadline; this one is the safety net should it not.
         conn.deadline = self.now.wrapping_add(ticks(timeout) + self.timers.close);
-        conn.ext.get_or_insert_with(Box::default).waiting = Some(Waiting::Poll {
+        conn.ext.get_or_insert_with(Box::default).waiting = Some(Box::new(Waiting::Poll {
             topic: topic.clone(),
             since,
             cors,
             keep_alive,
-        });
+        }));
         let wait_until = wait.then(|| Instant::now() + timeout);
         let owner = self.owner_of(&topic);
         self.send(
@@ -679,7 +679,7 @@ impl Core {
             .now
             .wrapping_add(self.timers.close.max(self.timers.handshake));
         conn.ext.get_or_insert_with(Box::default).waiting =
-            Some(Waiting::Publish { cors, keep_alive });
+            Some(Box::new(Waiting::Publish { cors, keep_alive }));
         let owner = self.owner_of(&topic);
         self.send(
             owner,
