@@ -33,6 +33,9 @@ for driver in uring epoll; do
   RINGCAST_TEST_DRIVER=$driver cargo nextest run --workspace --no-fail-fast
 done
 
+step "density run: 20,000 subscribers on 2 server processes joined by Redis (benches/density.sh)"
+IDLE=5 bash benches/density.sh 20000
+
 step "doc tests"
 cargo test --workspace --doc --quiet
 

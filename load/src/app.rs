@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, Common, Mode};
-use crate::connect::{connect_thread, rss_bytes, tcp_mem_bytes};
+use crate::connect::{connect_thread, cpu_secs_of, rss_bytes, slab_bytes, tcp_mem_bytes};
 use crate::echo::{churn_thread, echo_thread};
 use crate::fanout::{fanout_thread, publish};
 use crate::net::raise_fd_limit;
@@ -80,11 +80,13 @@ pub fn execute(cli: &Cli) -> anyhow::Result<Report> {
     let mode = &cli.mode;
     let wall = Instant::now();
     let mut memory = None;
-    let pid = match mode {
-        Mode::Connect(a) => a.server_pid,
-        _ => None,
+    let pids: Vec<u32> = match mode {
+        Mode::Connect(a) => a.server_pid.into_iter().collect(),
+        Mode::Fanout(a) => a.server_pids.clone(),
+        _ => Vec::new(),
     };
-    let before = pid.map(|p| (rss_bytes(p).unwrap_or(0), tcp_mem_bytes().unwrap_or(0)));
+    let before = (!pids.is_empty()).then(|| Sample::take(&pids));
+    let mut idle = None;
     let mut group = Group::start(common, |c| start_threads(common, mode, c))?;
     let progress = Progress::start(mode.name(), group.control(), common.json);
     group.wait_ready()?;
@@ -101,15 +103,7 @@ pub fn execute(cli: &Cli) -> anyhow::Result<Report> {
         }
         Mode::Connect(a) => {
             std::thread::sleep(Duration::from_millis(500));
-            if let (Some(p), Some((rss0, mem0))) = (pid, before) {
-                memory = Some((
-                    p,
-                    rss0,
-                    mem0,
-                    rss_bytes(p).unwrap_or(0),
-                    tcp_mem_bytes().unwrap_or(0),
-                ));
-            }
+            memory = before.map(|b| (b, Sample::take(&pids)));
             std::thread::sleep(
                 Duration::from_secs(a.hold).saturating_sub(Duration::from_millis(500)),
             );
@@ -117,6 +111,17 @@ pub fn execute(cli: &Cli) -> anyhow::Result<Report> {
             seconds = a.hold as f64;
         }
         Mode::Fanout(a) => {
+            if let Some(b) = before {
+                std::thread::sleep(Duration::from_millis(500));
+                memory = Some((b, Sample::take(&pids)));
+            }
+            if a.idle > 0 {
+                let cpu0 = server_cpu(&pids);
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_secs(a.idle));
+                let secs = t.elapsed().as_secs_f64();
+                idle = Some(((server_cpu(&pids) - cpu0) / secs, secs));
+            }
             let p = publish(a.publish_target.unwrap_or(common.target), a);
             if let Some(e) = &p.error {
                 eprintln!("ringcast-load: publisher stopped: {e}");
@@ -143,16 +148,46 @@ pub fn execute(cli: &Cli) -> anyhow::Result<Report> {
     );
     report.threads = common.threads.max(1);
     report.procs = common.procs.max(1);
-    if let Some((_, rss0, mem0, rss1, mem1)) = memory {
+    if let Some((b, a)) = memory {
         let n = tally.established.max(1) as f64;
+        let per = |x: u64, y: u64| (y as f64 - x as f64) / n;
         report.server_memory = Some(ServerMemory {
-            rss_before: rss0,
-            rss_after: rss1,
-            tcp_mem_before: mem0,
-            tcp_mem_after: mem1,
-            rss_per_conn: (rss1 as f64 - rss0 as f64) / n,
-            tcp_mem_per_conn: (mem1 as f64 - mem0 as f64) / n,
+            rss_before: b.rss,
+            rss_after: a.rss,
+            tcp_mem_before: b.tcp_mem,
+            tcp_mem_after: a.tcp_mem,
+            rss_per_conn: per(b.rss, a.rss),
+            tcp_mem_per_conn: per(b.tcp_mem, a.tcp_mem),
+            processes: pids.len(),
+            slab_before: b.slab,
+            slab_after: a.slab,
+            slab_per_conn: per(b.slab, a.slab),
+            idle_cpu_cores: idle.map(|(c, _)| c),
+            idle_secs: idle.map_or(0.0, |(_, s)| s),
         });
     }
     Ok(report)
+}
+
+/// Memory figures of the server processes and the kernel at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    rss: u64,
+    tcp_mem: u64,
+    slab: u64,
+}
+
+impl Sample {
+    fn take(pids: &[u32]) -> Sample {
+        Sample {
+            rss: pids.iter().filter_map(|p| rss_bytes(*p)).sum(),
+            tcp_mem: tcp_mem_bytes().unwrap_or(0),
+            slab: slab_bytes().unwrap_or(0),
+        }
+    }
+}
+
+/// CPU seconds the server processes used so far, summed.
+fn server_cpu(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|p| cpu_secs_of(*p)).sum()
 }

@@ -198,6 +198,26 @@ pub struct FanoutArgs {
     /// publish-to-receive latency crosses nodes
     #[arg(long)]
     pub publish_target: Option<std::net::SocketAddr>,
+    /// Percentage of subscribers that use SSE instead of --transport (subscriber i when i mod 100 is below it).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub sse_percent: u8,
+    /// Subscriptions in progress per thread (connect, upgrade, subscribe); 0: all at once.
+    #[arg(long, default_value_t = 0)]
+    pub connect_concurrency: usize,
+    /// Longest wait for every subscriber to subscribe, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ready_timeout: u64,
+    /// Read buffer per subscriber connection, bytes.
+    #[arg(long, default_value_t = 8192)]
+    pub read_buffer: usize,
+    /// Seconds to hold every subscriber idle before publishing (the server's idle CPU is sampled over it when
+    /// --server-pid is given).
+    #[arg(long, default_value_t = 0)]
+    pub idle: u64,
+    /// Server process to sample (RSS, CPU) before connecting, with every subscriber connected, and over the
+    /// idle period; repeat for a server made of several processes (their figures are summed).
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
 }
 
 /// `churn` options.

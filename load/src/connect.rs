@@ -40,10 +40,60 @@ pub fn parse_sockstat_mem(s: &str) -> Option<u64> {
     None
 }
 
+/// The kernel's slab memory in bytes (`Slab:` in `/proc/meminfo`): socket, file and epoll objects live there.
+pub fn slab_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_meminfo_kb(&s, "Slab:").map(|kb| kb * 1024)
+}
+
+/// The value in kB of the `key` line of a meminfo file.
+pub fn parse_meminfo_kb(s: &str, key: &str) -> Option<u64> {
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU seconds (user + system, all threads) a process has used, from `/proc/PID/stat`.
+pub fn cpu_secs_of(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = parse_stat_ticks(&s)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / (hz.max(1) as f64))
+}
+
+/// utime + stime (clock ticks) of a `/proc/PID/stat` line; the command name may hold spaces and parentheses, so
+/// fields are counted after its last `)`.
+pub fn parse_stat_ticks(s: &str) -> Option<u64> {
+    let rest = s.get(s.rfind(')')? + 1..)?;
+    let mut it = rest.split_whitespace();
+    // After the name: state is field 3, utime field 14 and stime field 15 of the whole line.
+    let utime: u64 = it.nth(11)?.parse().ok()?;
+    let stime: u64 = it.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(p).unwrap_or(4096).max(1)
+}
+
+#[cfg(test)]
+mod proc_tests {
+    use super::*;
+
+    #[test]
+    fn proc_files_parse() {
+        let stat = "1234 (ring cast) S 1 1234 1234 0 -1 4194560 500 0 0 0 70 30 0 0 20 0 3 0";
+        assert_eq!(parse_stat_ticks(stat), Some(100));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        let mi = "MemTotal:       24000000 kB\nSlab:             123456 kB\nSReclaimable:  1 kB\n";
+        assert_eq!(parse_meminfo_kb(mi, "Slab:"), Some(123_456));
+        assert_eq!(parse_meminfo_kb(mi, "Nope:"), None);
+        let sock = "sockets: used 20\nTCP: inuse 5 orphan 0 tw 0 alloc 7 mem 42\n";
+        assert_eq!(parse_sockstat_mem(sock), Some(42));
+        assert!(cpu_secs_of(std::process::id()).is_some());
+    }
 }
 
 /// Opens one connection of `transport` and completes its handshake (WebSocket 101, SSE head, or a long poll

@@ -1,7 +1,7 @@
 //! Owns the `fanout` workload: subscribers over WebSocket, SSE or long polling that time and sequence-check every
 //! delivery, and the publisher (HTTP or WebSocket) whose payloads carry their send time.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -54,9 +54,27 @@ fn deliver(sub: &RefCell<Sub>, tally: &RefCell<Tally>, ctx: &ThreadCtx, seq: u64
     ctx.control.received.fetch_add(1, Ordering::Relaxed);
 }
 
-fn subscribed(ctx: &ThreadCtx, ok: &RefCell<bool>) {
+/// Runs once when a subscriber's subscription is confirmed (releases its connect slot).
+struct Settle(Option<Box<dyn FnOnce()>>);
+
+fn subscribed(ctx: &ThreadCtx, ok: &RefCell<bool>, settle: &mut Settle) {
+    if *ok.borrow() {
+        return;
+    }
     *ok.borrow_mut() = true;
     ctx.control.subscribed.fetch_add(1, Ordering::Relaxed);
+    if let Some(f) = settle.0.take() {
+        f();
+    }
+}
+
+/// The transport of subscriber `i`: SSE for the `--sse-percent` share, else `--transport`.
+fn subscriber_transport(args: &FanoutArgs, i: usize) -> Transport {
+    if i % 100 < usize::from(args.sse_percent) {
+        Transport::Sse
+    } else {
+        args.transport.nth(i)
+    }
 }
 
 async fn ws_sub(
@@ -66,6 +84,7 @@ async fn ws_sub(
     tally: Rc<RefCell<Tally>>,
     ctx: Rc<ThreadCtx>,
     ok: Rc<RefCell<bool>>,
+    mut settle: Settle,
 ) -> io::Result<()> {
     let mut rng = MaskRng::new(ctx.global as u64 * 1_000_003 + sub.borrow().topic as u64);
     c.ws_upgrade("/ws").await?;
@@ -104,7 +123,7 @@ async fn ws_sub(
                             .unwrap_or(b);
                         deliver(&sub, &tally, &ctx, seq, data);
                     } else if memmem::find(b, b"\"type\":\"ack\"").is_some() {
-                        subscribed(&ctx, &ok);
+                        subscribed(&ctx, &ok, &mut settle);
                     } else if memmem::find(b, b"\"type\":\"reset\"").is_some() {
                         tally.borrow_mut().error("reset");
                     } else {
@@ -141,6 +160,7 @@ async fn sse_sub(
     tally: Rc<RefCell<Tally>>,
     ctx: Rc<ThreadCtx>,
     ok: Rc<RefCell<bool>>,
+    mut settle: Settle,
 ) -> io::Result<()> {
     let req =
         format!("GET /sse/{topic} HTTP/1.1\r\nHost: load\r\nAccept: text/event-stream\r\n\r\n");
@@ -149,7 +169,7 @@ async fn sse_sub(
     if h.status != 200 {
         return Err(crate::net::status_error(h.status));
     }
-    subscribed(&ctx, &ok);
+    subscribed(&ctx, &ok, &mut settle);
     let mut parser = EventParser::new();
     let mut items = Vec::new();
     loop {
@@ -213,6 +233,7 @@ async fn poll_sub(
     tally: Rc<RefCell<Tally>>,
     ctx: Rc<ThreadCtx>,
     ok: Rc<RefCell<bool>>,
+    mut settle: Settle,
 ) -> io::Result<()> {
     let bad = |_| io::Error::new(io::ErrorKind::InvalidData, "bad_poll_body");
     let req = format!("GET /messages/{topic} HTTP/1.1\r\nHost: load\r\n\r\n");
@@ -223,7 +244,7 @@ async fn poll_sub(
     }
     let b: PollBody = serde_json::from_slice(&body).map_err(bad)?;
     let mut since = b.next(&topic).unwrap_or(0);
-    subscribed(&ctx, &ok);
+    subscribed(&ctx, &ok, &mut settle);
     loop {
         let req =
             format!("GET /poll/{topic}?since={since}&timeout=20 HTTP/1.1\r\nHost: load\r\n\r\n");
@@ -254,8 +275,20 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
     };
     let topics = args.topics.max(1);
     let mut subs = Vec::new();
+    // Subscribers still connecting or subscribing; settled = subscribed or failed before subscribing.
+    let in_flight = Rc::new(Cell::new(0usize));
+    let settled = Rc::new(Cell::new(0usize));
+    let limit_in_flight = if args.connect_concurrency == 0 {
+        usize::MAX
+    } else {
+        args.connect_concurrency
+    };
     let t0 = Instant::now();
     for i in ctx.share(args.subscribers) {
+        while in_flight.get() >= limit_in_flight {
+            monoio::time::sleep(Duration::from_micros(200)).await;
+        }
+        in_flight.set(in_flight.get() + 1);
         let sub = Rc::new(RefCell::new(Sub {
             topic: i % topics,
             check: SeqChecker::new(),
@@ -265,19 +298,29 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
         subs.push((sub.clone(), ok.clone(), failed.clone()));
         let (cx, t) = (ctx.clone(), tally.clone());
         let topic = topic_name(&args.topic_prefix, i % topics);
-        let transport = args.transport.nth(i);
+        let transport = subscriber_transport(&args, i);
+        let read_buffer = args.read_buffer.max(256);
+        let (fl, st) = (in_flight.clone(), settled.clone());
         monoio::spawn(async move {
             t.borrow_mut().attempted += 1;
+            // Marks the subscriber settled once it subscribed; a failure before that settles it below.
+            let o2 = ok.clone();
+            let (fl2, st2) = (fl.clone(), st.clone());
+            let on_subscribed = move || {
+                fl2.set(fl2.get().saturating_sub(1));
+                st2.set(st2.get() + 1);
+            };
             let r = match connect(cx.common.target, src.for_index(i as u64)).await {
                 Ok(s) => {
                     t.borrow_mut().established += 1;
                     cx.control.established.fetch_add(1, Ordering::Relaxed);
-                    let c = Conn::new(s, 8 * 1024);
-                    let (s2, t2, c2, o2) = (sub, t.clone(), cx.clone(), ok.clone());
+                    let c = Conn::new(s, read_buffer);
+                    let (s2, t2, c2) = (sub, t.clone(), cx.clone());
+                    let on = Settle(Some(Box::new(on_subscribed)));
                     match transport {
-                        Transport::Sse => sse_sub(c, topic, s2, t2, c2, o2).await,
-                        Transport::Poll => poll_sub(c, topic, s2, t2, c2, o2).await,
-                        _ => ws_sub(c, topic, s2, t2, c2, o2).await,
+                        Transport::Sse => sse_sub(c, topic, s2, t2, c2, o2, on).await,
+                        Transport::Poll => poll_sub(c, topic, s2, t2, c2, o2, on).await,
+                        _ => ws_sub(c, topic, s2, t2, c2, o2, on).await,
                     }
                 }
                 Err(e) => Err(e),
@@ -288,6 +331,8 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
                 if *ok.borrow() {
                     t.borrow_mut().error(&reason);
                 } else {
+                    fl.set(fl.get().saturating_sub(1));
+                    st.set(st.get() + 1);
                     t.borrow_mut().fail(&reason);
                     cx.control.failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -298,16 +343,9 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
             monoio::time::sleep(Duration::from_micros(1)).await;
         }
     }
-    // Ready when every subscriber has subscribed or failed (at most 60 s).
-    let limit = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pending = subs
-            .iter()
-            .filter(|(_, ok, f)| !*ok.borrow() && !*f.borrow())
-            .count();
-        if pending == 0 || Instant::now() > limit {
-            break;
-        }
+    // Ready when every subscriber has subscribed or failed (at most --ready-timeout).
+    let limit = Instant::now() + Duration::from_secs(args.ready_timeout.max(1));
+    while settled.get() < subs.len() && Instant::now() <= limit {
         monoio::time::sleep(Duration::from_millis(2)).await;
     }
     tally.borrow_mut().connect_secs = t0.elapsed().as_secs_f64();

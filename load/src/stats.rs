@@ -187,6 +187,25 @@ pub struct ServerMemory {
     pub rss_per_conn: f64,
     /// Kernel TCP memory growth per established connection, bytes (both ends of loopback connections count).
     pub tcp_mem_per_conn: f64,
+    /// Server processes sampled (their RSS figures are summed).
+    #[serde(default)]
+    pub processes: usize,
+    /// Kernel slab memory (`Slab:` in /proc/meminfo) before, bytes.
+    #[serde(default)]
+    pub slab_before: u64,
+    /// The same with every connection held, bytes.
+    #[serde(default)]
+    pub slab_after: u64,
+    /// Slab growth per established connection, bytes (socket, file and epoll objects of both ends of loopback
+    /// connections, and of the load generator's side).
+    #[serde(default)]
+    pub slab_per_conn: f64,
+    /// The server's CPU use over the idle period as a share of one core (fanout --idle), if sampled.
+    #[serde(default)]
+    pub idle_cpu_cores: Option<f64>,
+    /// Seconds the idle period lasted.
+    #[serde(default)]
+    pub idle_secs: f64,
 }
 
 /// The final result of one run.
@@ -384,6 +403,20 @@ impl fmt::Display for Report {
                 m.tcp_mem_after,
                 m.tcp_mem_per_conn
             )?;
+            if m.slab_after > 0 {
+                writeln!(
+                    f,
+                    "  server processes {}, kernel slab {} -> {} ({:.0} B/conn, both ends)",
+                    m.processes, m.slab_before, m.slab_after, m.slab_per_conn
+                )?;
+            }
+            if let Some(c) = m.idle_cpu_cores {
+                writeln!(
+                    f,
+                    "  server CPU while idle: {:.3} cores over {:.0} s",
+                    c, m.idle_secs
+                )?;
+            }
         }
         writeln!(f, "  errors: {}", reasons(&self.errors))?;
         write!(
