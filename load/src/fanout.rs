@@ -54,6 +54,42 @@ fn deliver(sub: &RefCell<Sub>, tally: &RefCell<Tally>, ctx: &ThreadCtx, seq: u64
     ctx.control.received.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A counting semaphore for one reactor thread: `acquire` waits (without polling) until a slot is free.
+struct Slots {
+    free: Cell<usize>,
+    waiter: Cell<Option<std::task::Waker>>,
+}
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Slots {
+            free: Cell::new(n),
+            waiter: Cell::new(None),
+        }
+    }
+
+    async fn acquire(&self) {
+        std::future::poll_fn(|cx| {
+            let n = self.free.get();
+            if n > 0 {
+                self.free.set(n - 1);
+                std::task::Poll::Ready(())
+            } else {
+                self.waiter.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    fn release(&self) {
+        self.free.set(self.free.get().saturating_add(1));
+        if let Some(w) = self.waiter.take() {
+            w.wake();
+        }
+    }
+}
+
 /// Runs once when a subscriber's subscription is confirmed (releases its connect slot).
 struct Settle(Option<Box<dyn FnOnce()>>);
 
@@ -275,20 +311,16 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
     };
     let topics = args.topics.max(1);
     let mut subs = Vec::new();
-    // Subscribers still connecting or subscribing; settled = subscribed or failed before subscribing.
-    let in_flight = Rc::new(Cell::new(0usize));
-    let settled = Rc::new(Cell::new(0usize));
-    let limit_in_flight = if args.connect_concurrency == 0 {
+    // Slots for subscribers still connecting or subscribing; settled = subscribed or failed before subscribing.
+    let in_flight = Rc::new(Slots::new(if args.connect_concurrency == 0 {
         usize::MAX
     } else {
         args.connect_concurrency
-    };
+    }));
+    let settled = Rc::new(Cell::new(0usize));
     let t0 = Instant::now();
     for i in ctx.share(args.subscribers) {
-        while in_flight.get() >= limit_in_flight {
-            monoio::time::sleep(Duration::from_micros(200)).await;
-        }
-        in_flight.set(in_flight.get() + 1);
+        in_flight.acquire().await;
         let sub = Rc::new(RefCell::new(Sub {
             topic: i % topics,
             check: SeqChecker::new(),
@@ -307,7 +339,7 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
             let o2 = ok.clone();
             let (fl2, st2) = (fl.clone(), st.clone());
             let on_subscribed = move || {
-                fl2.set(fl2.get().saturating_sub(1));
+                fl2.release();
                 st2.set(st2.get() + 1);
             };
             let r = match connect(cx.common.target, src.for_index(i as u64)).await {
@@ -331,7 +363,7 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
                 if *ok.borrow() {
                     t.borrow_mut().error(&reason);
                 } else {
-                    fl.set(fl.get().saturating_sub(1));
+                    fl.release();
                     st.set(st.get() + 1);
                     t.borrow_mut().fail(&reason);
                     cx.control.failed.fetch_add(1, Ordering::Relaxed);
@@ -343,10 +375,11 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
             monoio::time::sleep(Duration::from_micros(1)).await;
         }
     }
-    // Ready when every subscriber has subscribed or failed (at most --ready-timeout).
+    // Ready when every subscriber has subscribed or failed (at most --ready-timeout). Checked every 10 ms: with
+    // many worker processes, finer polling costs more CPU than the connections themselves.
     let limit = Instant::now() + Duration::from_secs(args.ready_timeout.max(1));
     while settled.get() < subs.len() && Instant::now() <= limit {
-        monoio::time::sleep(Duration::from_millis(2)).await;
+        monoio::time::sleep(Duration::from_millis(10)).await;
     }
     tally.borrow_mut().connect_secs = t0.elapsed().as_secs_f64();
     ctx.control.set_ready();
