@@ -138,52 +138,110 @@ impl BridgeStats {
     }
 }
 
-/// Publish: number (never below the floor), append to the capped stream, announce on the live channel.
-/// KEYS: seq, stream, channel. ARGV: floor, data, maxlen.
-const PUBLISH_LUA: &str = r"
-local seq = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[1])
-if seq == 1 then
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+/// The Lua function both the publish and the re-seed scripts use when a topic's counter is missing (a new topic, or
+/// Redis came back empty): the counter starts at the highest of the caller's floor, the stream's last id and the
+/// epoch base. The epoch base (`rc:epoch`) is created once per Redis data set, by the first script that needs it,
+/// from the caller's clock (unix milliseconds × 1000): a Redis that lost its data starts numbering above every seq of
+/// the data it lost. The seed is also kept as the topic's base (`rc:{t}:base`): nothing at or below it was published
+/// in this epoch, so a resume from 0 starts there. Numbers go through `%d` (Lua passes bare numbers as `%.14g`).
+macro_rules! seed_lua {
+    () => {
+        r"
+local function seed(kseq, kstream, kepoch, kbase, floor, candidate)
+  local last = redis.call('XREVRANGE', kstream, '+', '-', 'COUNT', 1)
   if last[1] then
     local s = tonumber(string.match(last[1][1], '^(%d+)'))
     if s and s > floor then floor = s end
   end
+  local e = redis.call('GET', kepoch)
+  if not e then
+    redis.call('SET', kepoch, candidate, 'NX')
+    e = candidate
+  end
+  e = tonumber(e)
+  if e and e > floor then floor = e end
+  local v = string.format('%d', floor)
+  redis.call('SET', kseq, v)
+  redis.call('SET', kbase, v)
+  return floor
 end
+"
+    };
+}
+
+/// Publish: number (never below the floor; a missing counter is seeded first), append to the capped stream, announce
+/// on the live channel. KEYS: seq, stream, channel, epoch, base. ARGV: floor, data, maxlen, epoch candidate.
+const PUBLISH_LUA: &str = concat!(
+    seed_lua!(),
+    r"
+local floor = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  floor = seed(KEYS[1], KEYS[2], KEYS[4], KEYS[5], floor, ARGV[4])
+end
+local seq = redis.call('INCR', KEYS[1])
 if seq <= floor then
   seq = floor + 1
-  redis.call('SET', KEYS[1], seq)
+  redis.call('SET', KEYS[1], string.format('%d', seq))
 end
 local id = string.format('%d-0', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[2])
 redis.call('PUBLISH', KEYS[3], string.format('%d ', seq) .. ARGV[2])
 return seq
-";
+"
+);
 
-/// Range read: the topic's last seq and the stream entries from ARGV[1] on (at most ARGV[2]), atomically.
-/// KEYS: seq, stream.
+/// Range read: the topic's last seq, the stream entries from ARGV[1] on (at most ARGV[2]) and the topic's base,
+/// atomically; from 1 (a resume from 0) means from the base. KEYS: seq, stream, base.
 const RANGE_LUA: &str = r"
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local base = tonumber(redis.call('GET', KEYS[3]) or '0')
 local from = tonumber(ARGV[1])
+if from == 1 and base > 0 then from = base + 1 end
 local entries = {}
 if from <= last then
   entries = redis.call('XRANGE', KEYS[2], string.format('%d-0', from), '+', 'COUNT', ARGV[2])
 end
-return {last, entries}
+return {last, entries, base}
 ";
 
-/// Re-seed: raise the counter to at least ARGV[1] (after Redis came back empty). KEYS: seq.
-const RESEED_LUA: &str = r"
+/// Re-seed after a reconnect (Redis may have come back empty): a missing counter is seeded as by a publish, an
+/// existing one raised to at least the floor. KEYS: seq, stream, epoch, base. ARGV: floor, epoch candidate.
+const RESEED_LUA: &str = concat!(
+    seed_lua!(),
+    r"
+local floor = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return seed(KEYS[1], KEYS[2], KEYS[3], KEYS[4], floor, ARGV[2])
+end
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+if cur < floor then redis.call('SET', KEYS[1], ARGV[1]) end
 return cur
-";
+"
+);
+
+/// The key of the epoch base: one per Redis data set (see `seed_lua!`).
+const EPOCH_KEY: &str = "rc:epoch";
+
+/// Seqs stay below this so JavaScript clients read them exactly (2^53 − 1).
+const MAX_SAFE_SEQ: u64 = (1 << 53) - 1;
+
+/// This node's epoch base candidate: unix milliseconds × 1000, capped at half of [`MAX_SAFE_SEQ`] (reached in 2112)
+/// so an epoch still has 4.5 × 10^15 seqs of room.
+fn epoch_candidate() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    ms.saturating_mul(1000).min(MAX_SAFE_SEQ / 2)
+}
 
 fn seq_key(t: &str) -> String {
     format!("rc:{{{t}}}:seq")
 }
 fn stream_key(t: &str) -> String {
     format!("rc:{{{t}}}:h")
+}
+fn base_key(t: &str) -> String {
+    format!("rc:{{{t}}}:base")
 }
 fn channel(t: &str) -> String {
     format!("rc:{{{t}}}:live")
@@ -367,10 +425,24 @@ fn parse_entries(v: &Value) -> Vec<(u64, Bytes)> {
     out
 }
 
-/// The answer of the range script: (last seq in Redis, entries).
-fn parse_range(v: &Value) -> Option<(u64, Vec<(u64, Bytes)>)> {
+/// The answer of the range script.
+struct Range {
+    /// The topic's last seq in Redis (0: no counter).
+    last: u64,
+    /// Stream entries from the asked seq on.
+    entries: Vec<(u64, Bytes)>,
+    /// The topic's base in this epoch (0: none): a resume from 0 means from here.
+    base: u64,
+}
+
+/// Parses the answer of the range script.
+fn parse_range(v: &Value) -> Option<Range> {
     let Value::Array(parts) = v else { return None };
-    Some((value_u64(parts.first()?)?, parse_entries(parts.get(1)?)))
+    Some(Range {
+        last: value_u64(parts.first()?)?,
+        entries: parse_entries(parts.get(1)?),
+        base: parts.get(2).and_then(value_u64).unwrap_or(0),
+    })
 }
 
 /// What a read of "everything after `since`" means for a client, given the topic's `last` seq: (reset, entries).
@@ -508,12 +580,17 @@ impl Bridge {
         // Redis may have come back empty: no counter may restart below what this node has seen.
         if !self.seen.is_empty() {
             let mut pipe = redis::pipe();
+            let epoch = epoch_candidate();
             for (t, &s) in &self.seen {
                 pipe.cmd("EVALSHA")
                     .arg(&conn.reseed_sha)
-                    .arg(1)
+                    .arg(4)
                     .arg(seq_key(t))
+                    .arg(stream_key(t))
+                    .arg(EPOCH_KEY)
+                    .arg(base_key(t))
                     .arg(s)
+                    .arg(epoch)
                     .ignore();
             }
             let () = pipe.query_async(&mut conn.cmd).await?;
@@ -550,7 +627,7 @@ impl Bridge {
             }
             let answers: Vec<Value> = pipe.query_async(&mut conn.cmd).await?;
             for ((name, _), v) in names.iter().zip(&answers) {
-                let Some((last, entries)) = parse_range(v) else {
+                let Some(Range { last, entries, .. }) = parse_range(v) else {
                     continue;
                 };
                 self.note_seen(name, last);
@@ -723,17 +800,21 @@ impl Bridge {
             Some(c) => {
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
+                let epoch = epoch_candidate();
                 for (topic, data, _) in &batch {
                     let floor = self.seen.get(topic).copied().unwrap_or(0);
                     pipe.cmd("EVALSHA")
                         .arg(&c.publish_sha)
-                        .arg(3)
+                        .arg(5)
                         .arg(seq_key(topic))
                         .arg(stream_key(topic))
                         .arg(channel(topic))
+                        .arg(EPOCH_KEY)
+                        .arg(base_key(topic))
                         .arg(floor)
                         .arg(&data[..])
-                        .arg(self.max_messages);
+                        .arg(self.max_messages)
+                        .arg(epoch);
                 }
                 match pipe.query_async(&mut c.cmd).await {
                     Ok(r) => Some(r),
@@ -840,12 +921,26 @@ impl Bridge {
             }
         };
         for ((topic, req), v) in reqs.into_iter().zip(&answers) {
-            let (redis_last, entries) = parse_range(v).unwrap_or((0, Vec::new()));
+            let Range {
+                last: redis_last,
+                entries,
+                base,
+            } = parse_range(v).unwrap_or(Range {
+                last: 0,
+                entries: Vec::new(),
+                base: 0,
+            });
             self.note_seen(&topic, redis_last);
             let last = self.seen.get(&topic).copied().unwrap_or(0);
+            // A resume from 0 ("everything retained") starts at the topic's base: seqs at or below it were not
+            // published in this epoch, so they are not a gap to announce.
+            let since = |s: Option<u64>| match s {
+                Some(0) => Some(base.min(last)),
+                other => other,
+            };
             match req {
-                RangeReq::Subscribe { token, since } => {
-                    let (reset, entries) = match since {
+                RangeReq::Subscribe { token, since: s } => {
+                    let (reset, entries) = match since(s) {
                         None => (None, Vec::new()),
                         Some(s) => resume_answer(s, last, entries),
                     };
@@ -866,11 +961,12 @@ impl Bridge {
                 }
                 RangeReq::Fetch {
                     token,
-                    since,
+                    since: s,
                     limit,
                     wait_until,
                 } => {
                     let core = token.core as usize;
+                    let since = since(s);
                     match since {
                         Some(s) if s != last => {
                             let (reset, entries) = resume_answer(s, last, entries);
@@ -1006,9 +1102,10 @@ impl Bridge {
 fn range_cmd(pipe: &mut redis::Pipeline, sha: &str, topic: &str, from: u64, limit: usize) {
     pipe.cmd("EVALSHA")
         .arg(sha)
-        .arg(2)
+        .arg(3)
         .arg(seq_key(topic))
         .arg(stream_key(topic))
+        .arg(base_key(topic))
         .arg(from)
         .arg(limit);
 }
@@ -1067,8 +1164,8 @@ mod tests {
         let got = parse_entries(&v);
         assert_eq!(got, vec![(7, Bytes::from_static(b"{\"x\":1}"))]);
         assert_eq!(
-            parse_range(&Value::Array(vec![Value::Int(9), v])).map(|r| r.0),
-            Some(9)
+            parse_range(&Value::Array(vec![Value::Int(9), v])).map(|r| (r.last, r.base)),
+            Some((9, 0))
         );
         assert!(parse_range(&Value::Nil).is_none());
     }
