@@ -314,8 +314,10 @@ struct Bridge {
     stats: Arc<BridgeStats>,
     conn: Option<Conn>,
     topics: HashMap<Arc<str>, Topic>,
-    /// Highest seq this node has seen per topic: the floor of the publish script.
-    seen: HashMap<Arc<str>, u64>,
+    /// Highest seq this node has seen per topic: the floor of the publish script. Bounded by [`trim_seen`].
+    seen: HashMap<Arc<str>, Seen>,
+    /// When `seen` was last trimmed.
+    seen_trimmed: Instant,
     /// Requests that arrived while Redis was unreachable, served once it is back.
     pending: Vec<(Arc<str>, RangeReq)>,
     ever_connected: bool,
@@ -360,6 +362,7 @@ pub(crate) fn spawn(
         conn: None,
         topics: HashMap::new(),
         seen: HashMap::new(),
+        seen_trimmed: Instant::now(),
         pending: Vec::new(),
         ever_connected: false,
     };
@@ -581,7 +584,7 @@ impl Bridge {
         if !self.seen.is_empty() {
             let mut pipe = redis::pipe();
             let epoch = epoch_candidate();
-            for (t, &s) in &self.seen {
+            for (t, &Seen { seq: s, .. }) in &self.seen {
                 pipe.cmd("EVALSHA")
                     .arg(&conn.reseed_sha)
                     .arg(4)
@@ -656,10 +659,14 @@ impl Bridge {
         if seq == 0 {
             return;
         }
+        let at = Instant::now();
         match self.seen.get_mut(topic) {
-            Some(s) => *s = (*s).max(seq),
+            Some(s) => {
+                s.seq = s.seq.max(seq);
+                s.at = at;
+            }
             None => {
-                self.seen.insert(topic.clone(), seq);
+                self.seen.insert(topic.clone(), Seen { seq, at });
             }
         }
     }
@@ -802,7 +809,7 @@ impl Bridge {
                 pipe.ignore_errors();
                 let epoch = epoch_candidate();
                 for (topic, data, _) in &batch {
-                    let floor = self.seen.get(topic).copied().unwrap_or(0);
+                    let floor = self.seen.get(topic).map_or(0, |s| s.seq);
                     pipe.cmd("EVALSHA")
                         .arg(&c.publish_sha)
                         .arg(5)
@@ -931,7 +938,7 @@ impl Bridge {
                 base: 0,
             });
             self.note_seen(&topic, redis_last);
-            let last = self.seen.get(&topic).copied().unwrap_or(0);
+            let last = self.seen.get(&topic).map_or(0, |s| s.seq);
             // A resume from 0 ("everything retained") starts at the topic's base: seqs at or below it were not
             // published in this epoch, so they are not a gap to announce.
             let since = |s: Option<u64>| match s {
@@ -1017,7 +1024,7 @@ impl Bridge {
                     ..
                 } => {
                     // A short poll is answered at once: nothing new is known while Redis is away.
-                    let next = since.unwrap_or_else(|| self.seen.get(&topic).copied().unwrap_or(0));
+                    let next = since.unwrap_or_else(|| self.seen.get(&topic).map_or(0, |s| s.seq));
                     let core = token.core as usize;
                     self.outbox.push(
                         core,
@@ -1036,8 +1043,7 @@ impl Bridge {
                     limit,
                     wait_until: Some(until),
                 } => {
-                    let since =
-                        since.unwrap_or_else(|| self.seen.get(&topic).copied().unwrap_or(0));
+                    let since = since.unwrap_or_else(|| self.seen.get(&topic).map_or(0, |s| s.seq));
                     self.topic(&topic).waiters.push(Waiter {
                         token,
                         since,
@@ -1058,6 +1064,17 @@ impl Bridge {
 
     /// Answers long polls whose wait is over and drops the live subscriptions nobody needs any more.
     async fn sweep(&mut self, now: Instant) {
+        if self.seen.len() > SEEN_MAX || now.duration_since(self.seen_trimmed) >= SEEN_TRIM_EVERY {
+            self.seen_trimmed = now;
+            let topics = &self.topics;
+            trim_seen(
+                &mut self.seen,
+                |t| topics.contains_key(t),
+                now,
+                SEEN_IDLE,
+                SEEN_MAX,
+            );
+        }
         let mut idle = Vec::new();
         for (name, t) in self.topics.iter_mut() {
             let mut i = 0;
@@ -1096,6 +1113,49 @@ impl Bridge {
             tracing::warn!(error = %e, "redis unsubscribe failed");
             self.lost("unsubscribe failed");
         }
+    }
+}
+
+/// What this node knows of a topic's seq.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    /// The highest seq seen.
+    seq: u64,
+    /// When it was last seen (or raised).
+    at: Instant,
+}
+
+/// A topic's entry in `seen` is dropped after this long without activity when this node has no interest in it.
+const SEEN_IDLE: Duration = Duration::from_secs(300);
+/// Most entries kept in `seen`; beyond, the oldest entries of topics without local interest go first.
+const SEEN_MAX: usize = 65_536;
+/// How often `seen` is trimmed (also whenever it is over [`SEEN_MAX`]).
+const SEEN_TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Bounds the per-topic floors: drops the entries of topics this node has no interest in (`wanted` is false) that
+/// were idle for `idle`, then, while over `max`, the oldest such entries down to three quarters of `max`. Topics
+/// with local subscribers or waiting polls are always kept. Losing a floor is safe: a missing counter is seeded from
+/// the epoch base, which is above every earlier seq (the floor only adds cover for clock skew).
+fn trim_seen(
+    seen: &mut HashMap<Arc<str>, Seen>,
+    wanted: impl Fn(&str) -> bool,
+    now: Instant,
+    idle: Duration,
+    max: usize,
+) {
+    seen.retain(|t, s| wanted(t) || now.saturating_duration_since(s.at) < idle);
+    if seen.len() <= max {
+        return;
+    }
+    let mut old: Vec<(Instant, Arc<str>)> = seen
+        .iter()
+        .filter(|(t, _)| !wanted(t))
+        .map(|(t, s)| (s.at, t.clone()))
+        .collect();
+    old.sort_unstable();
+    let excess = seen.len() - max * 3 / 4;
+    for (_, t) in old.into_iter().take(excess) {
+        seen.remove(&t);
     }
 }
 
@@ -1168,6 +1228,39 @@ mod tests {
             Some((9, 0))
         );
         assert!(parse_range(&Value::Nil).is_none());
+    }
+
+    #[test]
+    fn seen_is_bounded_and_keeps_wanted_topics() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut seen: HashMap<Arc<str>, Seen> = HashMap::new();
+        for i in 0..20u64 {
+            seen.insert(
+                Arc::from(format!("t{i}")),
+                Seen {
+                    seq: i + 1,
+                    at: at(i),
+                },
+            );
+        }
+        let wanted = |t: &str| t == "t0" || t == "t1";
+        // Idle for 100 s at t = 109: t0..t9 are idle, but t0 and t1 have local interest.
+        trim_seen(&mut seen, wanted, at(109), Duration::from_secs(100), 100);
+        let mut left: Vec<&str> = seen.keys().map(|k| &**k).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "t0", "t1", "t10", "t11", "t12", "t13", "t14", "t15", "t16", "t17", "t18", "t19"
+            ]
+        );
+        // Over capacity (8): the oldest unwanted entries go, down to 6; wanted ones stay whatever their age.
+        trim_seen(&mut seen, wanted, at(110), Duration::from_secs(1000), 8);
+        let mut left: Vec<&str> = seen.keys().map(|k| &**k).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["t0", "t1", "t16", "t17", "t18", "t19"]);
+        assert_eq!(seen.get("t19").map(|s| s.seq), Some(20));
     }
 
     #[test]

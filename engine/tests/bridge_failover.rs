@@ -35,8 +35,15 @@ fn redis_down_at_start_node_serves_not_ready_then_ready() {
         m.text()
             .contains("ringcast_bridge_connected{node=\"early\"} 0")
     );
+    // An outside-thread publisher learns it too.
+    let p = node.publisher();
+    assert_eq!(
+        p.publish_text("fo.early", "x"),
+        Err(ringcast_engine::PublishError::Unavailable)
+    );
     redis.restart();
     bc::wait_ready(std::slice::from_ref(&node));
+    assert_eq!(p.publish_text("fo.other", "y"), Ok(()));
     let ack = w.msg();
     assert_eq!((ack.kind.as_str(), ack.id.as_deref()), ("ack", Some("1")));
     let seq = pc::Http::new(addr).publish("fo.early", "2");
