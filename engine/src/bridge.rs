@@ -7,10 +7,13 @@
 //! same in both modes. No reactor ever waits on Redis: the bridge's inbox is a bounded crossbeam channel with an
 //! eventfd waker (awaited through tokio's `AsyncFd`), and its answers go back through the cores' channels.
 //!
-//! In Redis, a topic `t` is three keys sharing the hash tag `{t}`: `rc:{t}:seq` (the counter), `rc:{t}:h` (a
-//! capped stream whose ids are `<seq>-0`) and the pub/sub channel `rc:{t}:live` (`"<seq> <data>"`). Publishing is
-//! one Lua script (counter, stream, channel). The bridge subscribes to a topic's channel only while cores of this
-//! node subscribe to it (or long polls wait on it). See ARCHITECTURE.md, "Multi-node (the Redis bridge)".
+//! In Redis, a topic `t` is keys sharing the hash tag `{t}`: `rc:{t}:seq` (the counter), `rc:{t}:h` (a capped
+//! stream whose ids are `<seq>-0`), `rc:{t}:base` (the counter's seed) and the pub/sub channel `rc:{t}:live`
+//! (`"<seq> <data>"`). Publishing is one Lua script (counter, stream, channel); a missing counter is seeded above
+//! the epoch base `rc:epoch`, so seqs never repeat even when Redis loses its data. The bridge subscribes to a topic's
+//! channel only while cores of this node subscribe to it (or long polls wait on it), and to a user's channel
+//! `rc:u:{u}` (direct messages across nodes) only while the node has connections of that user. See
+//! ARCHITECTURE.md, "Multi-node (the Redis bridge)".
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
@@ -66,6 +69,20 @@ pub fn default_node_id() -> String {
             .unwrap_or(0),
     );
     format!("{host}-{}-{:08x}", std::process::id(), h.finish() as u32)
+}
+
+/// A random tag for this bridge instance (16 hex digits, no space).
+fn instance_tag() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
 }
 
 /// The bridge's state for `/readyz` and `/metrics`: written by the bridge thread, read by any core.
@@ -250,6 +267,14 @@ fn channel(t: &str) -> String {
 fn topic_of_channel(c: &str) -> Option<&str> {
     c.strip_prefix("rc:{")?.strip_suffix("}:live")
 }
+/// A user's channel: direct messages for that user's connections on any node, `"<node tag> <json>"`.
+fn user_channel(u: &str) -> String {
+    format!("rc:u:{{{u}}}")
+}
+/// The user of a user channel name.
+fn user_of_channel(c: &str) -> Option<&str> {
+    c.strip_prefix("rc:u:{")?.strip_suffix('}')
+}
 
 /// A long poll waiting in the bridge for the next message of a topic.
 struct Waiter {
@@ -276,6 +301,12 @@ impl Topic {
     fn idle(&self) -> bool {
         self.waiters.is_empty() && !self.cores.iter().any(|&c| c)
     }
+}
+
+/// A user with connections on this node: which cores have some, and whether the user's channel is subscribed.
+struct UserSub {
+    cores: Vec<bool>,
+    subscribed: bool,
 }
 
 /// A live Redis connection: commands (multiplexed) and pub/sub.
@@ -320,6 +351,10 @@ struct Bridge {
     seen_trimmed: Instant,
     /// Requests that arrived while Redis was unreachable, served once it is back.
     pending: Vec<(Arc<str>, RangeReq)>,
+    /// Users with connections on this node (direct messages from other nodes).
+    users: HashMap<Arc<str>, UserSub>,
+    /// This bridge's tag on the direct messages it publishes, to recognise (and skip) its own echo.
+    tag: String,
     ever_connected: bool,
 }
 
@@ -364,6 +399,8 @@ pub(crate) fn spawn(
         seen: HashMap::new(),
         seen_trimmed: Instant::now(),
         pending: Vec::new(),
+        users: HashMap::new(),
+        tag: instance_tag(),
         ever_connected: false,
     };
     std::thread::Builder::new()
@@ -552,6 +589,9 @@ impl Bridge {
         for t in self.topics.values_mut() {
             t.subscribed = false;
         }
+        for u in self.users.values_mut() {
+            u.subscribed = false;
+        }
     }
 
     /// Connects, loads the scripts, re-seeds counters, resubscribes, catches subscribers up, serves what waited.
@@ -603,12 +643,16 @@ impl Bridge {
             .iter()
             .filter(|(_, t)| !t.idle())
             .map(|(name, _)| channel(name))
+            .chain(self.users.keys().map(|u| user_channel(u)))
             .collect();
         if !channels.is_empty() {
             conn.sink.subscribe(&channels).await?;
         }
         for t in self.topics.values_mut() {
             t.subscribed = !t.idle();
+        }
+        for u in self.users.values_mut() {
+            u.subscribed = true;
         }
         // Catch up every subscribed topic from what its cores were last sent.
         let names: Vec<(Arc<str>, u64)> = self
@@ -727,6 +771,10 @@ impl Bridge {
     /// A message on a live channel: `"<seq> <data>"`.
     fn on_live(&mut self, m: &redis::Msg) {
         let name = m.get_channel_name();
+        if let Some(user) = user_of_channel(name) {
+            self.on_direct(user, m.get_payload_bytes());
+            return;
+        }
         let Some(topic) = topic_of_channel(name) else {
             return;
         };
@@ -749,11 +797,111 @@ impl Bridge {
         self.deliver(&name, seq, &data);
     }
 
+    /// A direct message from a user's channel, `"<tag> <json>"`: to this node's cores with connections of `user`,
+    /// unless this node sent it (its cores delivered it already).
+    fn on_direct(&mut self, user: &str, payload: &[u8]) {
+        let Some(space) = payload.iter().position(|&b| b == b' ') else {
+            return;
+        };
+        if &payload[..space] == self.tag.as_bytes() {
+            return;
+        }
+        let Some((name, u)) = self.users.get_key_value(user) else {
+            return;
+        };
+        let frame = crate::core::ws_text(&payload[space + 1..]);
+        for (core, _) in u.cores.iter().enumerate().filter(|(_, on)| **on) {
+            self.outbox.push(
+                core,
+                CoreMsg::Direct {
+                    user: name.clone(),
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    /// Applies the cores' user changes: subscribes the channels of users new to this node, unsubscribes those of
+    /// users it no longer has, and publishes this node's direct messages for the other nodes (at most once: while
+    /// Redis is unreachable they reach this node's connections only).
+    async fn serve_users(
+        &mut self,
+        changes: Vec<(Arc<str>, u16, bool)>,
+        directs: Vec<(Arc<str>, Bytes)>,
+    ) {
+        let cores = self.mesh.cores();
+        let mut touched = Vec::new();
+        for (user, core, joined) in changes {
+            let u = self.users.entry(user.clone()).or_insert_with(|| UserSub {
+                cores: vec![false; cores],
+                subscribed: false,
+            });
+            if let Some(c) = u.cores.get_mut(core as usize) {
+                *c = joined;
+            }
+            touched.push(user);
+        }
+        let mut subscribe = Vec::new();
+        let mut unsubscribe = Vec::new();
+        for user in touched {
+            let Some(u) = self.users.get_mut(&user) else {
+                continue; // already handled
+            };
+            if u.cores.iter().any(|&c| c) {
+                if !u.subscribed && self.conn.is_some() {
+                    u.subscribed = true;
+                    subscribe.push(user_channel(&user));
+                }
+            } else {
+                if u.subscribed {
+                    unsubscribe.push(user_channel(&user));
+                }
+                self.users.remove(&user);
+            }
+        }
+        let Some(c) = self.conn.as_mut() else { return };
+        if !subscribe.is_empty()
+            && let Err(e) = c.sink.subscribe(&subscribe).await
+        {
+            tracing::warn!(error = %e, "redis subscribe failed");
+            self.lost("subscribe failed");
+            return;
+        }
+        if !unsubscribe.is_empty()
+            && let Err(e) = c.sink.unsubscribe(&unsubscribe).await
+        {
+            tracing::warn!(error = %e, "redis unsubscribe failed");
+            self.lost("unsubscribe failed");
+            return;
+        }
+        if directs.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (user, json) in &directs {
+            let mut payload = Vec::with_capacity(self.tag.len() + 1 + json.len());
+            payload.extend_from_slice(self.tag.as_bytes());
+            payload.push(b' ');
+            payload.extend_from_slice(json);
+            pipe.cmd("PUBLISH")
+                .arg(user_channel(user))
+                .arg(payload)
+                .ignore();
+        }
+        let r: redis::RedisResult<()> = pipe.query_async(&mut c.cmd).await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "redis direct publish failed");
+            self.lost("direct publish failed");
+        }
+    }
+
     /// Handles what the cores sent: publishes go out as one pipeline, range reads as another.
     async fn drain_inbox(&mut self) {
         let mut publishes: Vec<(Arc<str>, Bytes, Option<Token>)> = Vec::new();
         let mut ranges: Vec<(Arc<str>, RangeReq)> = Vec::new();
         let mut unsubs: Vec<(Arc<str>, u16)> = Vec::new();
+        let mut users: Vec<(Arc<str>, u16, bool)> = Vec::new();
+        let mut directs: Vec<(Arc<str>, Bytes)> = Vec::new();
         for _ in 0..MAX_BATCH {
             let Ok(msg) = self.inbox.try_recv() else {
                 break;
@@ -781,6 +929,8 @@ impl Bridge {
                     },
                 )),
                 CoreMsg::Unsubscribe { topic, core } => unsubs.push((topic, core)),
+                CoreMsg::User { user, core, joined } => users.push((user, core, joined)),
+                CoreMsg::DirectOut { user, json } => directs.push((user, json)),
                 // Answers only ever go to cores.
                 _ => {}
             }
@@ -790,6 +940,9 @@ impl Bridge {
         }
         if !publishes.is_empty() {
             self.publish(publishes).await;
+        }
+        if !users.is_empty() || !directs.is_empty() {
+            self.serve_users(users, directs).await;
         }
         for (topic, core) in unsubs {
             if let Some(t) = self.topics.get_mut(&topic)
@@ -1207,6 +1360,10 @@ mod tests {
         assert_eq!(channel("a.b"), "rc:{a.b}:live");
         assert_eq!(topic_of_channel("rc:{a.b}:live"), Some("a.b"));
         assert_eq!(topic_of_channel("other"), None);
+        assert_eq!(user_channel("jo sé}"), "rc:u:{jo sé}}");
+        assert_eq!(user_of_channel("rc:u:{jo sé}}"), Some("jo sé}"));
+        assert_eq!(user_of_channel("rc:{a.b}:live"), None);
+        assert_eq!(topic_of_channel(&user_channel("a")), None);
     }
 
     #[test]

@@ -115,7 +115,8 @@ impl Topics {
     }
 }
 
-fn ws_text(json: &[u8]) -> Bytes {
+/// A finished server text frame carrying `json`.
+pub(crate) fn ws_text(json: &[u8]) -> Bytes {
     server_frame_bytes(OpCode::Text, json)
 }
 
@@ -210,6 +211,8 @@ impl Core {
             } => self.on_replay(topic, token, reset, entries, last_seq),
             CoreMsg::Deliver { topic, seq, data } => self.deliver_local(&topic, seq, &data),
             CoreMsg::Direct { user, frame } => self.on_direct(&user, &frame),
+            // Only the Redis bridge reads these.
+            CoreMsg::DirectOut { .. } | CoreMsg::User { .. } => {}
             #[cfg(test)]
             CoreMsg::Adopt(fd) => {
                 self.register(std::os::fd::IntoRawFd::into_raw_fd(fd), None);
@@ -535,6 +538,7 @@ impl Core {
             v.retain(|&(k, s)| (k, s) != (key as u32, serial));
             if v.is_empty() {
                 self.users.remove(&id.user);
+                self.tell_bridge_user(&id.user, false);
             }
         }
         for topic in ext.topics {
