@@ -1059,17 +1059,22 @@ impl Bridge {
             let since = match req {
                 RangeReq::Subscribe { since, .. } | RangeReq::Fetch { since, .. } => *since,
             };
+            let mut from = since.map_or(u64::MAX, |s| s.saturating_add(1));
             let limit = match req {
-                RangeReq::Subscribe { .. } => self.max_messages,
+                RangeReq::Subscribe { .. } => {
+                    // A topic the cores already follow live: read from what they were last sent too, so they get
+                    // every message up to this read's snapshot before the replay (see `serve_ranges` below).
+                    if let Some(t) = self.topics.get(topic)
+                        && t.live
+                    {
+                        from = from.min(t.sent.saturating_add(1));
+                    }
+                    // Everything retained (`MAXLEN ~` keeps a little more than `max_messages`).
+                    self.max_messages.saturating_mul(2).saturating_add(1024)
+                }
                 RangeReq::Fetch { limit, .. } => (*limit).max(1),
             };
-            range_cmd(
-                &mut pipe,
-                &c.range_sha,
-                topic,
-                since.map_or(u64::MAX, |s| s.saturating_add(1)),
-                limit,
-            );
+            range_cmd(&mut pipe, &c.range_sha, topic, from, limit);
         }
         let answers: Vec<Value> = match pipe.query_async(&mut c.cmd).await {
             Ok(a) => a,
@@ -1100,7 +1105,23 @@ impl Bridge {
             };
             match req {
                 RangeReq::Subscribe { token, since: s } => {
-                    let (reset, entries) = match since(s) {
+                    // The replay tells the core "everything up to `last` is here". Messages the live cores were not
+                    // sent yet (published since their last delivery, still on their way on the live channel) go to
+                    // them first, or the core would drop them as already replayed when they arrive.
+                    let mut entries = entries;
+                    if let Some(t) = self.topics.get(&topic)
+                        && t.live
+                    {
+                        let sent = t.sent;
+                        let missed: Vec<(u64, Bytes)> =
+                            entries.iter().filter(|e| e.0 > sent).cloned().collect();
+                        for (seq, data) in &missed {
+                            self.deliver(&topic, *seq, data);
+                        }
+                    }
+                    let since = since(s);
+                    entries.retain(|e| since.is_some_and(|s| e.0 > s));
+                    let (reset, entries) = match since {
                         None => (None, Vec::new()),
                         Some(s) => resume_answer(s, last, entries),
                     };

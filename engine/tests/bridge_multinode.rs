@@ -247,3 +247,73 @@ fn client_of_a_stopped_node_reconnects_elsewhere_and_gets_exactly_what_it_missed
         pc::stop(n);
     }
 }
+
+/// Subscribers joining a node while another node publishes: each new subscription's replay reaches a core whose
+/// live subscribers may not have been sent the newest messages yet (still on their way on the Redis channel). The
+/// live subscribers must still get every message once, in order, with no reset; the newcomers from their point on.
+#[test]
+fn subscribers_joining_during_a_publish_burst_cost_the_live_ones_nothing() {
+    if !bc::redis_available() {
+        return;
+    }
+    let redis = bc::Redis::start();
+    let nodes = bc::start_nodes(&redis, 2);
+    bc::wait_ready(&nodes);
+    let (a, b) = (nodes[0].local_addr(), nodes[1].local_addr());
+    let topic = "mn.burst";
+    // Live subscribers on both cores of A.
+    let mut live: Vec<pc::RawWs> = pc::on_every_core(&nodes[0], 2, || {
+        let mut w = pc::RawWs::connect(a, None);
+        w.sub(topic, None, 1);
+        w
+    })
+    .into_iter()
+    .map(|(_, w)| w)
+    .collect();
+    let n = 400u64;
+    let publisher = std::thread::spawn(move || {
+        let mut h = pc::Http::new(b);
+        (0..n)
+            .map(|k| h.publish(topic, &k.to_string()))
+            .collect::<Vec<u64>>()
+    });
+    // Newcomers on A during the burst, with and without a resume point.
+    let mut late = Vec::new();
+    for i in 0..30u32 {
+        let mut w = pc::RawWs::connect(a, None);
+        w.sub(topic, None, u64::from(i) + 2);
+        late.push(w);
+    }
+    let mut seqs = publisher.join().unwrap();
+    // One more after every newcomer's subscription is complete: each newcomer gets at least this one.
+    seqs.push(pc::Http::new(b).publish(topic, &n.to_string()));
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    for (i, w) in live.iter_mut().enumerate() {
+        let got = collect_ws(w, topic, seqs.len());
+        let want: Vec<(u64, String)> = seqs
+            .iter()
+            .enumerate()
+            .map(|(k, &s)| (s, k.to_string()))
+            .collect();
+        assert_eq!(got, want, "live subscriber {i}");
+    }
+    // Each newcomer: a gapless tail ending at the last message.
+    for (i, w) in late.iter_mut().enumerate() {
+        let mut last = None;
+        loop {
+            let m = w.msg();
+            assert_eq!(m.kind, "msg", "newcomer {i}: {m:?}");
+            let s = m.seq.unwrap();
+            if let Some(l) = last {
+                assert_eq!(s, l + 1, "newcomer {i}");
+            }
+            last = Some(s);
+            if s == *seqs.last().unwrap() {
+                break;
+            }
+        }
+    }
+    for n in nodes {
+        pc::stop(n);
+    }
+}

@@ -559,8 +559,33 @@ impl Core {
             return;
         };
         lt.pending = lt.pending.saturating_sub(1);
-        // Messages delivered here before this replay are in it; later ones come after it, in order.
+        // Messages delivered here before this replay are in it; later ones come after it, in order. The owner sends
+        // this core every message before the replay, so a replay ahead of what the live subscribers here were sent
+        // means they lost some (an outbox overflowed, or Redis came back empty and the topic jumped to a new epoch):
+        // like a gap in `deliver_local`, they are told to resync.
+        let prev = lt.last_seq;
         lt.last_seq = lt.last_seq.max(last);
+        if prev != 0 && last > prev && !lt.subs.is_empty() {
+            let subs: Vec<Sub> = lt.subs.clone();
+            add(&self.stats.bus_gaps, 1);
+            for s in subs {
+                if self
+                    .conns
+                    .get(s.key as usize)
+                    .is_none_or(|c| c.serial != s.serial)
+                {
+                    continue;
+                }
+                let frame = if s.sse {
+                    let mut b = Vec::new();
+                    let _ = write_sse_reset(&mut b, last);
+                    Bytes::from(b)
+                } else {
+                    ws_text(&json_bytes(|b| write_reset(b, &topic, last)))
+                };
+                self.stage_shared(s.key as usize, frame, false, 0);
+            }
+        }
         let key = self.conn_of(&token);
         let wanted = key.is_some_and(|k| {
             self.conns[k].ext.as_ref().is_some_and(|e| {
