@@ -7,10 +7,13 @@
 //! same in both modes. No reactor ever waits on Redis: the bridge's inbox is a bounded crossbeam channel with an
 //! eventfd waker (awaited through tokio's `AsyncFd`), and its answers go back through the cores' channels.
 //!
-//! In Redis, a topic `t` is three keys sharing the hash tag `{t}`: `rc:{t}:seq` (the counter), `rc:{t}:h` (a
-//! capped stream whose ids are `<seq>-0`) and the pub/sub channel `rc:{t}:live` (`"<seq> <data>"`). Publishing is
-//! one Lua script (counter, stream, channel). The bridge subscribes to a topic's channel only while cores of this
-//! node subscribe to it (or long polls wait on it). See ARCHITECTURE.md, "Multi-node (the Redis bridge)".
+//! In Redis, a topic `t` is keys sharing the hash tag `{t}`: `rc:{t}:seq` (the counter), `rc:{t}:h` (a capped
+//! stream whose ids are `<seq>-0`), `rc:{t}:base` (the counter's seed) and the pub/sub channel `rc:{t}:live`
+//! (`"<seq> <data>"`). Publishing is one Lua script (counter, stream, channel); a missing counter is seeded above
+//! the epoch base `rc:epoch`, so seqs never repeat even when Redis loses its data. The bridge subscribes to a topic's
+//! channel only while cores of this node subscribe to it (or long polls wait on it), and to a user's channel
+//! `rc:u:{u}` (direct messages across nodes) only while the node has connections of that user. See
+//! ARCHITECTURE.md, "Multi-node (the Redis bridge)".
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
@@ -66,6 +69,20 @@ pub fn default_node_id() -> String {
             .unwrap_or(0),
     );
     format!("{host}-{}-{:08x}", std::process::id(), h.finish() as u32)
+}
+
+/// A random tag for this bridge instance (16 hex digits, no space).
+fn instance_tag() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
 }
 
 /// The bridge's state for `/readyz` and `/metrics`: written by the bridge thread, read by any core.
@@ -138,46 +155,101 @@ impl BridgeStats {
     }
 }
 
-/// Publish: number (never below the floor), append to the capped stream, announce on the live channel.
-/// KEYS: seq, stream, channel. ARGV: floor, data, maxlen.
-const PUBLISH_LUA: &str = r"
-local seq = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[1])
-if seq == 1 then
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+/// The Lua function both the publish and the re-seed scripts use when a topic's counter is missing (a new topic, or
+/// Redis came back empty): the counter starts at the highest of the caller's floor, the stream's last id and the
+/// epoch base. The epoch base (`rc:epoch`) is created once per Redis data set, by the first script that needs it,
+/// from the caller's clock (unix milliseconds × 1000): a Redis that lost its data starts numbering above every seq of
+/// the data it lost. The seed is also kept as the topic's base (`rc:{t}:base`): nothing at or below it was published
+/// in this epoch, so a resume from 0 starts there. Numbers go through `%d` (Lua passes bare numbers as `%.14g`).
+macro_rules! seed_lua {
+    () => {
+        r"
+local function seed(kseq, kstream, kepoch, kbase, floor, candidate)
+  local last = redis.call('XREVRANGE', kstream, '+', '-', 'COUNT', 1)
   if last[1] then
     local s = tonumber(string.match(last[1][1], '^(%d+)'))
     if s and s > floor then floor = s end
   end
+  local e = redis.call('GET', kepoch)
+  if not e then
+    redis.call('SET', kepoch, candidate, 'NX')
+    e = candidate
+  end
+  e = tonumber(e)
+  if e and e > floor then floor = e end
+  local v = string.format('%d', floor)
+  redis.call('SET', kseq, v)
+  redis.call('SET', kbase, v)
+  return floor
 end
+"
+    };
+}
+
+/// Publish: number (never below the floor; a missing counter is seeded first), append to the capped stream, announce
+/// on the live channel. KEYS: seq, stream, channel, epoch, base. ARGV: floor, data, maxlen, epoch candidate.
+const PUBLISH_LUA: &str = concat!(
+    seed_lua!(),
+    r"
+local floor = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  floor = seed(KEYS[1], KEYS[2], KEYS[4], KEYS[5], floor, ARGV[4])
+end
+local seq = redis.call('INCR', KEYS[1])
 if seq <= floor then
   seq = floor + 1
-  redis.call('SET', KEYS[1], seq)
+  redis.call('SET', KEYS[1], string.format('%d', seq))
 end
 local id = string.format('%d-0', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[2])
 redis.call('PUBLISH', KEYS[3], string.format('%d ', seq) .. ARGV[2])
 return seq
-";
+"
+);
 
-/// Range read: the topic's last seq and the stream entries from ARGV[1] on (at most ARGV[2]), atomically.
-/// KEYS: seq, stream.
+/// Range read: the topic's last seq, the stream entries from ARGV[1] on (at most ARGV[2]) and the topic's base,
+/// atomically; from 1 (a resume from 0) means from the base. KEYS: seq, stream, base.
 const RANGE_LUA: &str = r"
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local base = tonumber(redis.call('GET', KEYS[3]) or '0')
 local from = tonumber(ARGV[1])
+if from == 1 and base > 0 then from = base + 1 end
 local entries = {}
 if from <= last then
   entries = redis.call('XRANGE', KEYS[2], string.format('%d-0', from), '+', 'COUNT', ARGV[2])
 end
-return {last, entries}
+return {last, entries, base}
 ";
 
-/// Re-seed: raise the counter to at least ARGV[1] (after Redis came back empty). KEYS: seq.
-const RESEED_LUA: &str = r"
+/// Re-seed after a reconnect (Redis may have come back empty): a missing counter is seeded as by a publish, an
+/// existing one raised to at least the floor. KEYS: seq, stream, epoch, base. ARGV: floor, epoch candidate.
+const RESEED_LUA: &str = concat!(
+    seed_lua!(),
+    r"
+local floor = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return seed(KEYS[1], KEYS[2], KEYS[3], KEYS[4], floor, ARGV[2])
+end
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+if cur < floor then redis.call('SET', KEYS[1], ARGV[1]) end
 return cur
-";
+"
+);
+
+/// The key of the epoch base: one per Redis data set (see `seed_lua!`).
+const EPOCH_KEY: &str = "rc:epoch";
+
+/// Seqs stay below this so JavaScript clients read them exactly (2^53 − 1).
+const MAX_SAFE_SEQ: u64 = (1 << 53) - 1;
+
+/// This node's epoch base candidate: unix milliseconds × 1000, capped at half of [`MAX_SAFE_SEQ`] (reached in 2112)
+/// so an epoch still has 4.5 × 10^15 seqs of room.
+fn epoch_candidate() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    ms.saturating_mul(1000).min(MAX_SAFE_SEQ / 2)
+}
 
 fn seq_key(t: &str) -> String {
     format!("rc:{{{t}}}:seq")
@@ -185,12 +257,23 @@ fn seq_key(t: &str) -> String {
 fn stream_key(t: &str) -> String {
     format!("rc:{{{t}}}:h")
 }
+fn base_key(t: &str) -> String {
+    format!("rc:{{{t}}}:base")
+}
 fn channel(t: &str) -> String {
     format!("rc:{{{t}}}:live")
 }
 /// The topic of a live channel name.
 fn topic_of_channel(c: &str) -> Option<&str> {
     c.strip_prefix("rc:{")?.strip_suffix("}:live")
+}
+/// A user's channel: direct messages for that user's connections on any node, `"<node tag> <json>"`.
+fn user_channel(u: &str) -> String {
+    format!("rc:u:{{{u}}}")
+}
+/// The user of a user channel name.
+fn user_of_channel(c: &str) -> Option<&str> {
+    c.strip_prefix("rc:u:{")?.strip_suffix('}')
 }
 
 /// A long poll waiting in the bridge for the next message of a topic.
@@ -218,6 +301,12 @@ impl Topic {
     fn idle(&self) -> bool {
         self.waiters.is_empty() && !self.cores.iter().any(|&c| c)
     }
+}
+
+/// A user with connections on this node: which cores have some, and whether the user's channel is subscribed.
+struct UserSub {
+    cores: Vec<bool>,
+    subscribed: bool,
 }
 
 /// A live Redis connection: commands (multiplexed) and pub/sub.
@@ -256,10 +345,16 @@ struct Bridge {
     stats: Arc<BridgeStats>,
     conn: Option<Conn>,
     topics: HashMap<Arc<str>, Topic>,
-    /// Highest seq this node has seen per topic: the floor of the publish script.
-    seen: HashMap<Arc<str>, u64>,
+    /// Highest seq this node has seen per topic: the floor of the publish script. Bounded by [`trim_seen`].
+    seen: HashMap<Arc<str>, Seen>,
+    /// When `seen` was last trimmed.
+    seen_trimmed: Instant,
     /// Requests that arrived while Redis was unreachable, served once it is back.
     pending: Vec<(Arc<str>, RangeReq)>,
+    /// Users with connections on this node (direct messages from other nodes).
+    users: HashMap<Arc<str>, UserSub>,
+    /// This bridge's tag on the direct messages it publishes, to recognise (and skip) its own echo.
+    tag: String,
     ever_connected: bool,
 }
 
@@ -302,7 +397,10 @@ pub(crate) fn spawn(
         conn: None,
         topics: HashMap::new(),
         seen: HashMap::new(),
+        seen_trimmed: Instant::now(),
         pending: Vec::new(),
+        users: HashMap::new(),
+        tag: instance_tag(),
         ever_connected: false,
     };
     std::thread::Builder::new()
@@ -367,10 +465,24 @@ fn parse_entries(v: &Value) -> Vec<(u64, Bytes)> {
     out
 }
 
-/// The answer of the range script: (last seq in Redis, entries).
-fn parse_range(v: &Value) -> Option<(u64, Vec<(u64, Bytes)>)> {
+/// The answer of the range script.
+struct Range {
+    /// The topic's last seq in Redis (0: no counter).
+    last: u64,
+    /// Stream entries from the asked seq on.
+    entries: Vec<(u64, Bytes)>,
+    /// The topic's base in this epoch (0: none): a resume from 0 means from here.
+    base: u64,
+}
+
+/// Parses the answer of the range script.
+fn parse_range(v: &Value) -> Option<Range> {
     let Value::Array(parts) = v else { return None };
-    Some((value_u64(parts.first()?)?, parse_entries(parts.get(1)?)))
+    Some(Range {
+        last: value_u64(parts.first()?)?,
+        entries: parse_entries(parts.get(1)?),
+        base: parts.get(2).and_then(value_u64).unwrap_or(0),
+    })
 }
 
 /// What a read of "everything after `since`" means for a client, given the topic's `last` seq: (reset, entries).
@@ -477,6 +589,9 @@ impl Bridge {
         for t in self.topics.values_mut() {
             t.subscribed = false;
         }
+        for u in self.users.values_mut() {
+            u.subscribed = false;
+        }
     }
 
     /// Connects, loads the scripts, re-seeds counters, resubscribes, catches subscribers up, serves what waited.
@@ -508,12 +623,17 @@ impl Bridge {
         // Redis may have come back empty: no counter may restart below what this node has seen.
         if !self.seen.is_empty() {
             let mut pipe = redis::pipe();
-            for (t, &s) in &self.seen {
+            let epoch = epoch_candidate();
+            for (t, &Seen { seq: s, .. }) in &self.seen {
                 pipe.cmd("EVALSHA")
                     .arg(&conn.reseed_sha)
-                    .arg(1)
+                    .arg(4)
                     .arg(seq_key(t))
+                    .arg(stream_key(t))
+                    .arg(EPOCH_KEY)
+                    .arg(base_key(t))
                     .arg(s)
+                    .arg(epoch)
                     .ignore();
             }
             let () = pipe.query_async(&mut conn.cmd).await?;
@@ -523,12 +643,16 @@ impl Bridge {
             .iter()
             .filter(|(_, t)| !t.idle())
             .map(|(name, _)| channel(name))
+            .chain(self.users.keys().map(|u| user_channel(u)))
             .collect();
         if !channels.is_empty() {
             conn.sink.subscribe(&channels).await?;
         }
         for t in self.topics.values_mut() {
             t.subscribed = !t.idle();
+        }
+        for u in self.users.values_mut() {
+            u.subscribed = true;
         }
         // Catch up every subscribed topic from what its cores were last sent.
         let names: Vec<(Arc<str>, u64)> = self
@@ -550,7 +674,7 @@ impl Bridge {
             }
             let answers: Vec<Value> = pipe.query_async(&mut conn.cmd).await?;
             for ((name, _), v) in names.iter().zip(&answers) {
-                let Some((last, entries)) = parse_range(v) else {
+                let Some(Range { last, entries, .. }) = parse_range(v) else {
                     continue;
                 };
                 self.note_seen(name, last);
@@ -579,10 +703,14 @@ impl Bridge {
         if seq == 0 {
             return;
         }
+        let at = Instant::now();
         match self.seen.get_mut(topic) {
-            Some(s) => *s = (*s).max(seq),
+            Some(s) => {
+                s.seq = s.seq.max(seq);
+                s.at = at;
+            }
             None => {
-                self.seen.insert(topic.clone(), seq);
+                self.seen.insert(topic.clone(), Seen { seq, at });
             }
         }
     }
@@ -643,6 +771,10 @@ impl Bridge {
     /// A message on a live channel: `"<seq> <data>"`.
     fn on_live(&mut self, m: &redis::Msg) {
         let name = m.get_channel_name();
+        if let Some(user) = user_of_channel(name) {
+            self.on_direct(user, m.get_payload_bytes());
+            return;
+        }
         let Some(topic) = topic_of_channel(name) else {
             return;
         };
@@ -665,11 +797,111 @@ impl Bridge {
         self.deliver(&name, seq, &data);
     }
 
+    /// A direct message from a user's channel, `"<tag> <json>"`: to this node's cores with connections of `user`,
+    /// unless this node sent it (its cores delivered it already).
+    fn on_direct(&mut self, user: &str, payload: &[u8]) {
+        let Some(space) = payload.iter().position(|&b| b == b' ') else {
+            return;
+        };
+        if &payload[..space] == self.tag.as_bytes() {
+            return;
+        }
+        let Some((name, u)) = self.users.get_key_value(user) else {
+            return;
+        };
+        let frame = crate::core::ws_text(&payload[space + 1..]);
+        for (core, _) in u.cores.iter().enumerate().filter(|(_, on)| **on) {
+            self.outbox.push(
+                core,
+                CoreMsg::Direct {
+                    user: name.clone(),
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    /// Applies the cores' user changes: subscribes the channels of users new to this node, unsubscribes those of
+    /// users it no longer has, and publishes this node's direct messages for the other nodes (at most once: while
+    /// Redis is unreachable they reach this node's connections only).
+    async fn serve_users(
+        &mut self,
+        changes: Vec<(Arc<str>, u16, bool)>,
+        directs: Vec<(Arc<str>, Bytes)>,
+    ) {
+        let cores = self.mesh.cores();
+        let mut touched = Vec::new();
+        for (user, core, joined) in changes {
+            let u = self.users.entry(user.clone()).or_insert_with(|| UserSub {
+                cores: vec![false; cores],
+                subscribed: false,
+            });
+            if let Some(c) = u.cores.get_mut(core as usize) {
+                *c = joined;
+            }
+            touched.push(user);
+        }
+        let mut subscribe = Vec::new();
+        let mut unsubscribe = Vec::new();
+        for user in touched {
+            let Some(u) = self.users.get_mut(&user) else {
+                continue; // already handled
+            };
+            if u.cores.iter().any(|&c| c) {
+                if !u.subscribed && self.conn.is_some() {
+                    u.subscribed = true;
+                    subscribe.push(user_channel(&user));
+                }
+            } else {
+                if u.subscribed {
+                    unsubscribe.push(user_channel(&user));
+                }
+                self.users.remove(&user);
+            }
+        }
+        let Some(c) = self.conn.as_mut() else { return };
+        if !subscribe.is_empty()
+            && let Err(e) = c.sink.subscribe(&subscribe).await
+        {
+            tracing::warn!(error = %e, "redis subscribe failed");
+            self.lost("subscribe failed");
+            return;
+        }
+        if !unsubscribe.is_empty()
+            && let Err(e) = c.sink.unsubscribe(&unsubscribe).await
+        {
+            tracing::warn!(error = %e, "redis unsubscribe failed");
+            self.lost("unsubscribe failed");
+            return;
+        }
+        if directs.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (user, json) in &directs {
+            let mut payload = Vec::with_capacity(self.tag.len() + 1 + json.len());
+            payload.extend_from_slice(self.tag.as_bytes());
+            payload.push(b' ');
+            payload.extend_from_slice(json);
+            pipe.cmd("PUBLISH")
+                .arg(user_channel(user))
+                .arg(payload)
+                .ignore();
+        }
+        let r: redis::RedisResult<()> = pipe.query_async(&mut c.cmd).await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "redis direct publish failed");
+            self.lost("direct publish failed");
+        }
+    }
+
     /// Handles what the cores sent: publishes go out as one pipeline, range reads as another.
     async fn drain_inbox(&mut self) {
         let mut publishes: Vec<(Arc<str>, Bytes, Option<Token>)> = Vec::new();
         let mut ranges: Vec<(Arc<str>, RangeReq)> = Vec::new();
         let mut unsubs: Vec<(Arc<str>, u16)> = Vec::new();
+        let mut users: Vec<(Arc<str>, u16, bool)> = Vec::new();
+        let mut directs: Vec<(Arc<str>, Bytes)> = Vec::new();
         for _ in 0..MAX_BATCH {
             let Ok(msg) = self.inbox.try_recv() else {
                 break;
@@ -697,6 +929,8 @@ impl Bridge {
                     },
                 )),
                 CoreMsg::Unsubscribe { topic, core } => unsubs.push((topic, core)),
+                CoreMsg::User { user, core, joined } => users.push((user, core, joined)),
+                CoreMsg::DirectOut { user, json } => directs.push((user, json)),
                 // Answers only ever go to cores.
                 _ => {}
             }
@@ -706,6 +940,9 @@ impl Bridge {
         }
         if !publishes.is_empty() {
             self.publish(publishes).await;
+        }
+        if !users.is_empty() || !directs.is_empty() {
+            self.serve_users(users, directs).await;
         }
         for (topic, core) in unsubs {
             if let Some(t) = self.topics.get_mut(&topic)
@@ -723,17 +960,21 @@ impl Bridge {
             Some(c) => {
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
+                let epoch = epoch_candidate();
                 for (topic, data, _) in &batch {
-                    let floor = self.seen.get(topic).copied().unwrap_or(0);
+                    let floor = self.seen.get(topic).map_or(0, |s| s.seq);
                     pipe.cmd("EVALSHA")
                         .arg(&c.publish_sha)
-                        .arg(3)
+                        .arg(5)
                         .arg(seq_key(topic))
                         .arg(stream_key(topic))
                         .arg(channel(topic))
+                        .arg(EPOCH_KEY)
+                        .arg(base_key(topic))
                         .arg(floor)
                         .arg(&data[..])
-                        .arg(self.max_messages);
+                        .arg(self.max_messages)
+                        .arg(epoch);
                 }
                 match pipe.query_async(&mut c.cmd).await {
                     Ok(r) => Some(r),
@@ -818,17 +1059,22 @@ impl Bridge {
             let since = match req {
                 RangeReq::Subscribe { since, .. } | RangeReq::Fetch { since, .. } => *since,
             };
+            let mut from = since.map_or(u64::MAX, |s| s.saturating_add(1));
             let limit = match req {
-                RangeReq::Subscribe { .. } => self.max_messages,
+                RangeReq::Subscribe { .. } => {
+                    // A topic the cores already follow live: read from what they were last sent too, so they get
+                    // every message up to this read's snapshot before the replay (see `serve_ranges` below).
+                    if let Some(t) = self.topics.get(topic)
+                        && t.live
+                    {
+                        from = from.min(t.sent.saturating_add(1));
+                    }
+                    // Everything retained (`MAXLEN ~` keeps a little more than `max_messages`).
+                    self.max_messages.saturating_mul(2).saturating_add(1024)
+                }
                 RangeReq::Fetch { limit, .. } => (*limit).max(1),
             };
-            range_cmd(
-                &mut pipe,
-                &c.range_sha,
-                topic,
-                since.map_or(u64::MAX, |s| s.saturating_add(1)),
-                limit,
-            );
+            range_cmd(&mut pipe, &c.range_sha, topic, from, limit);
         }
         let answers: Vec<Value> = match pipe.query_async(&mut c.cmd).await {
             Ok(a) => a,
@@ -840,11 +1086,41 @@ impl Bridge {
             }
         };
         for ((topic, req), v) in reqs.into_iter().zip(&answers) {
-            let (redis_last, entries) = parse_range(v).unwrap_or((0, Vec::new()));
+            let Range {
+                last: redis_last,
+                entries,
+                base,
+            } = parse_range(v).unwrap_or(Range {
+                last: 0,
+                entries: Vec::new(),
+                base: 0,
+            });
             self.note_seen(&topic, redis_last);
-            let last = self.seen.get(&topic).copied().unwrap_or(0);
+            let last = self.seen.get(&topic).map_or(0, |s| s.seq);
+            // A resume from 0 ("everything retained") starts at the topic's base: seqs at or below it were not
+            // published in this epoch, so they are not a gap to announce.
+            let since = |s: Option<u64>| match s {
+                Some(0) => Some(base.min(last)),
+                other => other,
+            };
             match req {
-                RangeReq::Subscribe { token, since } => {
+                RangeReq::Subscribe { token, since: s } => {
+                    // The replay tells the core "everything up to `last` is here". Messages the live cores were not
+                    // sent yet (published since their last delivery, still on their way on the live channel) go to
+                    // them first, or the core would drop them as already replayed when they arrive.
+                    let mut entries = entries;
+                    if let Some(t) = self.topics.get(&topic)
+                        && t.live
+                    {
+                        let sent = t.sent;
+                        let missed: Vec<(u64, Bytes)> =
+                            entries.iter().filter(|e| e.0 > sent).cloned().collect();
+                        for (seq, data) in &missed {
+                            self.deliver(&topic, *seq, data);
+                        }
+                    }
+                    let since = since(s);
+                    entries.retain(|e| since.is_some_and(|s| e.0 > s));
                     let (reset, entries) = match since {
                         None => (None, Vec::new()),
                         Some(s) => resume_answer(s, last, entries),
@@ -866,11 +1142,12 @@ impl Bridge {
                 }
                 RangeReq::Fetch {
                     token,
-                    since,
+                    since: s,
                     limit,
                     wait_until,
                 } => {
                     let core = token.core as usize;
+                    let since = since(s);
                     match since {
                         Some(s) if s != last => {
                             let (reset, entries) = resume_answer(s, last, entries);
@@ -921,7 +1198,7 @@ impl Bridge {
                     ..
                 } => {
                     // A short poll is answered at once: nothing new is known while Redis is away.
-                    let next = since.unwrap_or_else(|| self.seen.get(&topic).copied().unwrap_or(0));
+                    let next = since.unwrap_or_else(|| self.seen.get(&topic).map_or(0, |s| s.seq));
                     let core = token.core as usize;
                     self.outbox.push(
                         core,
@@ -940,8 +1217,7 @@ impl Bridge {
                     limit,
                     wait_until: Some(until),
                 } => {
-                    let since =
-                        since.unwrap_or_else(|| self.seen.get(&topic).copied().unwrap_or(0));
+                    let since = since.unwrap_or_else(|| self.seen.get(&topic).map_or(0, |s| s.seq));
                     self.topic(&topic).waiters.push(Waiter {
                         token,
                         since,
@@ -962,6 +1238,17 @@ impl Bridge {
 
     /// Answers long polls whose wait is over and drops the live subscriptions nobody needs any more.
     async fn sweep(&mut self, now: Instant) {
+        if self.seen.len() > SEEN_MAX || now.duration_since(self.seen_trimmed) >= SEEN_TRIM_EVERY {
+            self.seen_trimmed = now;
+            let topics = &self.topics;
+            trim_seen(
+                &mut self.seen,
+                |t| topics.contains_key(t),
+                now,
+                SEEN_IDLE,
+                SEEN_MAX,
+            );
+        }
         let mut idle = Vec::new();
         for (name, t) in self.topics.iter_mut() {
             let mut i = 0;
@@ -1003,12 +1290,56 @@ impl Bridge {
     }
 }
 
+/// What this node knows of a topic's seq.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    /// The highest seq seen.
+    seq: u64,
+    /// When it was last seen (or raised).
+    at: Instant,
+}
+
+/// A topic's entry in `seen` is dropped after this long without activity when this node has no interest in it.
+const SEEN_IDLE: Duration = Duration::from_secs(300);
+/// Most entries kept in `seen`; beyond, the oldest entries of topics without local interest go first.
+const SEEN_MAX: usize = 65_536;
+/// How often `seen` is trimmed (also whenever it is over [`SEEN_MAX`]).
+const SEEN_TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Bounds the per-topic floors: drops the entries of topics this node has no interest in (`wanted` is false) that
+/// were idle for `idle`, then, while over `max`, the oldest such entries down to three quarters of `max`. Topics
+/// with local subscribers or waiting polls are always kept. Losing a floor is safe: a missing counter is seeded from
+/// the epoch base, which is above every earlier seq (the floor only adds cover for clock skew).
+fn trim_seen(
+    seen: &mut HashMap<Arc<str>, Seen>,
+    wanted: impl Fn(&str) -> bool,
+    now: Instant,
+    idle: Duration,
+    max: usize,
+) {
+    seen.retain(|t, s| wanted(t) || now.saturating_duration_since(s.at) < idle);
+    if seen.len() <= max {
+        return;
+    }
+    let mut old: Vec<(Instant, Arc<str>)> = seen
+        .iter()
+        .filter(|(t, _)| !wanted(t))
+        .map(|(t, s)| (s.at, t.clone()))
+        .collect();
+    old.sort_unstable();
+    let excess = seen.len() - max * 3 / 4;
+    for (_, t) in old.into_iter().take(excess) {
+        seen.remove(&t);
+    }
+}
+
 fn range_cmd(pipe: &mut redis::Pipeline, sha: &str, topic: &str, from: u64, limit: usize) {
     pipe.cmd("EVALSHA")
         .arg(sha)
-        .arg(2)
+        .arg(3)
         .arg(seq_key(topic))
         .arg(stream_key(topic))
+        .arg(base_key(topic))
         .arg(from)
         .arg(limit);
 }
@@ -1050,6 +1381,10 @@ mod tests {
         assert_eq!(channel("a.b"), "rc:{a.b}:live");
         assert_eq!(topic_of_channel("rc:{a.b}:live"), Some("a.b"));
         assert_eq!(topic_of_channel("other"), None);
+        assert_eq!(user_channel("jo sé}"), "rc:u:{jo sé}}");
+        assert_eq!(user_of_channel("rc:u:{jo sé}}"), Some("jo sé}"));
+        assert_eq!(user_of_channel("rc:{a.b}:live"), None);
+        assert_eq!(topic_of_channel(&user_channel("a")), None);
     }
 
     #[test]
@@ -1067,10 +1402,43 @@ mod tests {
         let got = parse_entries(&v);
         assert_eq!(got, vec![(7, Bytes::from_static(b"{\"x\":1}"))]);
         assert_eq!(
-            parse_range(&Value::Array(vec![Value::Int(9), v])).map(|r| r.0),
-            Some(9)
+            parse_range(&Value::Array(vec![Value::Int(9), v])).map(|r| (r.last, r.base)),
+            Some((9, 0))
         );
         assert!(parse_range(&Value::Nil).is_none());
+    }
+
+    #[test]
+    fn seen_is_bounded_and_keeps_wanted_topics() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut seen: HashMap<Arc<str>, Seen> = HashMap::new();
+        for i in 0..20u64 {
+            seen.insert(
+                Arc::from(format!("t{i}")),
+                Seen {
+                    seq: i + 1,
+                    at: at(i),
+                },
+            );
+        }
+        let wanted = |t: &str| t == "t0" || t == "t1";
+        // Idle for 100 s at t = 109: t0..t9 are idle, but t0 and t1 have local interest.
+        trim_seen(&mut seen, wanted, at(109), Duration::from_secs(100), 100);
+        let mut left: Vec<&str> = seen.keys().map(|k| &**k).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "t0", "t1", "t10", "t11", "t12", "t13", "t14", "t15", "t16", "t17", "t18", "t19"
+            ]
+        );
+        // Over capacity (8): the oldest unwanted entries go, down to 6; wanted ones stay whatever their age.
+        trim_seen(&mut seen, wanted, at(110), Duration::from_secs(1000), 8);
+        let mut left: Vec<&str> = seen.keys().map(|k| &**k).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["t0", "t1", "t16", "t17", "t18", "t19"]);
+        assert_eq!(seen.get("t19").map(|s| s.seq), Some(20));
     }
 
     #[test]

@@ -76,9 +76,19 @@ pub(crate) enum CoreMsg {
         wait_until: Option<Instant>,
     },
     /// To every core (a broadcast): a direct message for the pub/sub WebSocket connections of `user` on that core,
-    /// as the finished text frame `{"type":"direct","from":..,"data":..}` (encoded once by the sender's core).
-    /// Never sent to the Redis bridge: direct messages do not cross nodes.
+    /// as the finished text frame `{"type":"direct","from":..,"data":..}` (encoded once by the sender's core, or by
+    /// the Redis bridge for a message from another node). Never sent to the bridge (see `DirectOut`).
     Direct { user: Arc<str>, frame: Bytes },
+    /// To the Redis bridge: a direct message sent on this node (`json` is the `{"type":"direct",..}` object), for
+    /// `user`'s connections on the other nodes; this node's cores got it as `Direct`.
+    DirectOut { user: Arc<str>, json: Bytes },
+    /// To the Redis bridge: core `core` now has a connection of `user` (`joined`: its first) or no longer has any
+    /// (its last closed). The bridge listens to the user's channel while any core of the node has one.
+    User {
+        user: Arc<str>,
+        core: u16,
+        joined: bool,
+    },
     /// Test only: take over this connected stream socket as a new connection (the read-path property test feeds
     /// one end of a socketpair to a core this way, with no network peer).
     #[cfg(test)]
@@ -139,6 +149,11 @@ impl Mesh {
             }),
             receivers,
         )
+    }
+
+    /// The Redis bridge's endpoint in multi-node mode.
+    pub(crate) fn bridge(&self) -> Option<usize> {
+        self.bridge
     }
 
     /// The endpoint that owns a topic: the Redis bridge in multi-node mode, else a core chosen by the topic's hash.

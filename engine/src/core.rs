@@ -36,7 +36,7 @@ mod output;
 mod pubsub;
 mod remote;
 mod routing;
-pub(crate) use pubsub::ConnExt;
+pub(crate) use pubsub::{ConnExt, ws_text};
 use pubsub::{Topics, Waiting};
 
 use crate::bus::{CoreMsg, Mesh, Outbox};

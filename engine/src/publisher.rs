@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringcast_protocol::topic::{TopicError, validate_topic};
 
+use crate::bridge::BridgeStats;
 use crate::bus::{CoreMsg, Mesh};
 
 /// Why a publish was refused. Nothing was published in every case.
@@ -27,6 +28,10 @@ pub enum PublishError {
     /// The server is shut down.
     #[error("the server has stopped")]
     Stopped,
+    /// Multi-node mode: the node is not connected to Redis right now (`/readyz` answers 503), so nothing can be
+    /// numbered; retry later.
+    #[error("multi-node mode: Redis is unreachable; retry later")]
+    Unavailable,
 }
 
 /// A cloneable, thread-safe handle that publishes into a running server.
@@ -34,10 +39,16 @@ pub enum PublishError {
 /// Each publish goes straight to the topic's owner core over its lock-free channel and wakes it; the owner numbers
 /// the message, retains it and fans it out. `publish_*` never blocks: a full channel returns
 /// [`PublishError::Backpressure`] and the message is not published.
+///
+/// In multi-node mode the owner is the Redis bridge: while it is not connected to Redis, `publish_*` returns
+/// [`PublishError::Unavailable`]. A publish accepted just before Redis is lost may still fail in the bridge; this
+/// handle has no answer path, so such a failure only shows in `ringcast_bridge_publish_errors_total`.
 #[derive(Clone)]
 pub struct Publisher {
     mesh: Arc<Mesh>,
     max_message_size: usize,
+    /// The bridge's state in multi-node mode (is Redis connected?).
+    bridge: Option<Arc<BridgeStats>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -49,10 +60,15 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn new(mesh: Arc<Mesh>, max_message_size: usize) -> Self {
+    pub(crate) fn new(
+        mesh: Arc<Mesh>,
+        max_message_size: usize,
+        bridge: Option<Arc<BridgeStats>>,
+    ) -> Self {
         Publisher {
             mesh,
             max_message_size,
+            bridge,
         }
     }
 
@@ -100,6 +116,9 @@ impl Publisher {
 
     fn send_unchecked_size(&self, topic: &str, data: Bytes) -> Result<(), PublishError> {
         validate_topic(topic).map_err(PublishError::InvalidTopic)?;
+        if self.bridge.as_ref().is_some_and(|b| !b.ready()) {
+            return Err(PublishError::Unavailable);
+        }
         let owner = self.mesh.owner_of(topic);
         let msg = CoreMsg::Publish {
             topic: Arc::from(topic),

@@ -365,7 +365,7 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
         threads.push(t);
     }
     drop(ready_tx);
-    let publisher = Publisher::new(mesh, shared.config.max_message_size);
+    let publisher = Publisher::new(mesh, shared.config.max_message_size, shared.bridge.clone());
     let handle = ServerHandle {
         local_addr,
         shared,

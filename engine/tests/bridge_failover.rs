@@ -35,13 +35,21 @@ fn redis_down_at_start_node_serves_not_ready_then_ready() {
         m.text()
             .contains("ringcast_bridge_connected{node=\"early\"} 0")
     );
+    // An outside-thread publisher learns it too.
+    let p = node.publisher();
+    assert_eq!(
+        p.publish_text("fo.early", "x"),
+        Err(ringcast_engine::PublishError::Unavailable)
+    );
     redis.restart();
     bc::wait_ready(std::slice::from_ref(&node));
+    assert_eq!(p.publish_text("fo.other", "y"), Ok(()));
     let ack = w.msg();
     assert_eq!((ack.kind.as_str(), ack.id.as_deref()), ("ack", Some("1")));
-    assert_eq!(pc::Http::new(addr).publish("fo.early", "2"), 1);
+    let seq = pc::Http::new(addr).publish("fo.early", "2");
+    assert!(seq > 1_000_000_000_000_000, "above the epoch base: {seq}");
     let m = w.msg();
-    assert_eq!((m.seq, m.data.as_deref()), (Some(1), Some("2")));
+    assert_eq!((m.seq, m.data.as_deref()), (Some(seq), Some("2")));
     pc::stop(node);
 }
 
@@ -81,17 +89,18 @@ fn redis_killed_and_restarted_empty_mid_stream() {
         .iter()
         .map(|n| pc::Http::new(n.local_addr()))
         .collect();
-    for k in 1..=6u64 {
-        assert_eq!(h[(k % 3) as usize].publish(topic, &k.to_string()), k);
+    let b0 = h[1].publish(topic, "1") - 1;
+    for k in 2..=6u64 {
+        assert_eq!(h[(k % 3) as usize].publish(topic, &k.to_string()), b0 + k);
     }
     for w in &mut ws {
         for k in 1..=6u64 {
-            assert_eq!(ws_item(w), (k, k.to_string()));
+            assert_eq!(ws_item(w), (b0 + k, k.to_string()));
         }
     }
     for s in &mut sse {
         for k in 1..=6u64 {
-            assert_eq!(s.message(), (k, k.to_string()));
+            assert_eq!(s.message(), (b0 + k, k.to_string()));
         }
     }
 
@@ -130,17 +139,21 @@ fn redis_killed_and_restarted_empty_mid_stream() {
     // New connections are still accepted.
     let mut late = pc::RawWs::connect(nodes[1].local_addr(), None);
     late.send(&format!(
-        r#"{{"op":"sub","topic":"{topic}","since":4,"id":5}}"#
+        r#"{{"op":"sub","topic":"{topic}","since":{},"id":5}}"#,
+        b0 + 4
     ));
 
     redis.restart(); // empty: no seq key, no stream
     bc::wait_ready(&nodes);
-    // Every node saw seq 6: the counter restarts above it, not at 1.
+    // Every node saw seq 6: the counter restarts above it (at the new epoch's base), not at 1.
     let mut next = Vec::new();
     for k in 0..3u64 {
         next.push(h[k as usize].publish(topic, &format!("\"after{k}\"")));
     }
-    assert!(next.iter().all(|&s| s > 6), "seq went backwards: {next:?}");
+    assert!(
+        next.iter().all(|&s| s > b0 + 6),
+        "seq went backwards: {next:?}"
+    );
     assert!(next.windows(2).all(|w| w[0] < w[1]), "{next:?}");
     // The subscriber that came during the outage: acked once Redis is back, then gets the new messages (the missed
     // range 5..6 is gone with Redis: announced as a reset).
@@ -149,7 +162,7 @@ fn redis_killed_and_restarted_empty_mid_stream() {
     // Every subscriber stayed connected: seqs only go up, nothing is repeated, a jump comes after a reset, and the
     // published messages all arrive, never the refused ones.
     let check = |items: Vec<(u64, String)>, who: &str| {
-        let mut last = 6u64;
+        let mut last = b0 + 6;
         let mut expect_jump_ok = false;
         for (seq, d) in &items {
             if d == "reset" {
@@ -186,19 +199,26 @@ fn redis_killed_and_restarted_empty_mid_stream() {
         check(items, &format!("ws{i}"));
     }
     for (i, s) in sse.iter_mut().enumerate() {
-        let mut items = Vec::new();
-        while items.len() < 3 {
+        let mut items: Vec<(u64, String)> = Vec::new();
+        while items.iter().filter(|i| i.1 != "reset").count() < 3 {
             let e = s.event().expect("an SSE event");
             if e.event_type_or_message() == "message" {
                 items.push((pc::num(e.id.as_deref().unwrap()), e.data.clone()));
             } else {
                 assert_eq!(e.event_type_or_message(), "reset", "{e:?}");
+                let o = pc::object(&e.data);
+                items.push((pc::num(pc::field(&o, "seq")), "reset".to_owned()));
             }
         }
         check(items, &format!("sse{i}"));
     }
     let late_items: Vec<(u64, String)> = (0..4).map(|_| ws_item(&mut late)).collect();
-    assert_eq!(late_items[0], (6, "reset".to_owned()), "{late_items:?}");
+    // The range 5..6 is gone with Redis; the reset points just below the new epoch's first message.
+    assert_eq!(
+        late_items[0],
+        (next[0] - 1, "reset".to_owned()),
+        "{late_items:?}"
+    );
     assert_eq!(
         late_items[1..]
             .iter()
@@ -212,6 +232,86 @@ fn redis_killed_and_restarted_empty_mid_stream() {
             .contains("ringcast_bridge_reconnects_total{node=\"node-0\"} 1"),
         "{}",
         m.text()
+    );
+    for n in nodes {
+        pc::stop(n);
+    }
+}
+
+/// Reads one WebSocket message of `topic` (a `msg` or a `reset`).
+fn ws_topic_item(w: &mut pc::RawWs, topic: &str) -> (u64, String) {
+    let m = w.msg();
+    assert_eq!(m.topic.as_deref(), Some(topic), "{m:?}");
+    match m.kind.as_str() {
+        "msg" => (m.seq.unwrap(), m.data.unwrap()),
+        "reset" => (m.seq.unwrap(), "reset".to_owned()),
+        k => panic!("unexpected {k}: {m:?}"),
+    }
+}
+
+/// The hole the epoch base closes: Redis comes back empty and the first node to publish topic T never saw T's
+/// seqs (it had no subscriber of T and never published it), while the node that did is still away. The seq it gets
+/// must be above every earlier seq of T, so the other node's subscriber sees a reset and the message (not a drop
+/// as "already seen"), and that node then goes on above it.
+#[test]
+fn redis_back_empty_a_node_that_never_saw_the_topic_publishes_first() {
+    if !bc::redis_available() {
+        return;
+    }
+    let mut redis = bc::Redis::start();
+    // A reaches Redis through a proxy the test can close, so B is surely first after the restart.
+    let proxy = bc::Proxy::start(redis.port);
+    let a = pc::start(bc::node_config(&proxy.url(), "node-a"));
+    let b = pc::start(bc::node_config(&redis.url(), "node-b"));
+    let nodes = [a, b];
+    bc::wait_ready(&nodes);
+    let (a_addr, b_addr) = (nodes[0].local_addr(), nodes[1].local_addr());
+    let topic = "fo.epoch";
+    let mut sub_a = pc::RawWs::connect(a_addr, None);
+    sub_a.sub(topic, None, 1);
+    // B's clients want another topic only.
+    let mut sub_b = pc::RawWs::connect(b_addr, None);
+    sub_b.sub("fo.other", None, 1);
+    let mut ha = pc::Http::new(a_addr);
+    let mut before = Vec::new();
+    for k in 1..=5 {
+        before.push(ha.publish(topic, &k.to_string()));
+    }
+    for (k, &seq) in before.iter().enumerate() {
+        assert_eq!(ws_topic_item(&mut sub_a, topic), (seq, (k + 1).to_string()));
+    }
+    let highest = *before.iter().max().unwrap();
+
+    proxy.set_open(false);
+    redis.kill();
+    let ok = pc::wait_until(Duration::from_secs(10), || bc::readyz(a_addr) == 503);
+    assert!(ok, "A still ready with Redis gone");
+    redis.restart(); // empty
+    bc::wait_ready(&nodes[1..]);
+    assert_eq!(bc::readyz(a_addr), 503, "A must still be away");
+    let seq_b = pc::Http::new(b_addr).publish(topic, "\"from-b\"");
+    assert!(
+        seq_b > highest,
+        "seq {seq_b} from B repeats or goes below {highest}"
+    );
+
+    proxy.set_open(true);
+    bc::wait_ready(&nodes);
+    // A's subscriber: a reset to just below B's message, then the message itself.
+    assert_eq!(
+        ws_topic_item(&mut sub_a, topic),
+        (seq_b - 1, "reset".to_owned())
+    );
+    assert_eq!(
+        ws_topic_item(&mut sub_a, topic),
+        (seq_b, "\"from-b\"".to_owned())
+    );
+    // A goes on above it.
+    let seq_a = ha.publish(topic, "\"from-a\"");
+    assert_eq!(seq_a, seq_b + 1);
+    assert_eq!(
+        ws_topic_item(&mut sub_a, topic),
+        (seq_a, "\"from-a\"".to_owned())
     );
     for n in nodes {
         pc::stop(n);

@@ -118,7 +118,8 @@ impl Topics {
     }
 }
 
-fn ws_text(json: &[u8]) -> Bytes {
+/// A finished server text frame carrying `json`.
+pub(crate) fn ws_text(json: &[u8]) -> Bytes {
     server_frame_bytes(OpCode::Text, json)
 }
 
@@ -213,6 +214,8 @@ impl Core {
             } => self.on_replay(topic, token, reset, entries, last_seq),
             CoreMsg::Deliver { topic, seq, data } => self.deliver_local(&topic, seq, &data),
             CoreMsg::Direct { user, frame } => self.on_direct(&user, &frame),
+            // Only the Redis bridge reads these.
+            CoreMsg::DirectOut { .. } | CoreMsg::User { .. } => {}
             #[cfg(test)]
             CoreMsg::Adopt(fd) => {
                 self.register(std::os::fd::IntoRawFd::into_raw_fd(fd), None);
@@ -538,6 +541,7 @@ impl Core {
             v.retain(|&(k, s)| (k, s) != (key as u32, serial));
             if v.is_empty() {
                 self.users.remove(&id.user);
+                self.tell_bridge_user(&id.user, false);
             }
         }
         for topic in ext.topics {
@@ -558,8 +562,33 @@ impl Core {
             return;
         };
         lt.pending = lt.pending.saturating_sub(1);
-        // Messages delivered here before this replay are in it; later ones come after it, in order.
+        // Messages delivered here before this replay are in it; later ones come after it, in order. The owner sends
+        // this core every message before the replay, so a replay ahead of what the live subscribers here were sent
+        // means they lost some (an outbox overflowed, or Redis came back empty and the topic jumped to a new epoch):
+        // like a gap in `deliver_local`, they are told to resync.
+        let prev = lt.last_seq;
         lt.last_seq = lt.last_seq.max(last);
+        if prev != 0 && last > prev && !lt.subs.is_empty() {
+            let subs: Vec<Sub> = lt.subs.clone();
+            add(&self.stats.bus_gaps, 1);
+            for s in subs {
+                if self
+                    .conns
+                    .get(s.key as usize)
+                    .is_none_or(|c| c.serial != s.serial)
+                {
+                    continue;
+                }
+                let frame = if s.sse {
+                    let mut b = Vec::new();
+                    let _ = write_sse_reset(&mut b, last);
+                    Bytes::from(b)
+                } else {
+                    ws_text(&json_bytes(|b| write_reset(b, &topic, last)))
+                };
+                self.stage_shared(s.key as usize, frame, false, 0);
+            }
+        }
         let key = self.conn_of(&token);
         let wanted = key.is_some_and(|k| {
             self.conns[k].ext.as_ref().is_some_and(|e| {

@@ -179,10 +179,12 @@ impl Core {
             .saturating_mul(crate::conn::TICKS_PER_SEC)
             .min(u64::from(Tick::MAX / 4)) as Tick;
         let serial = self.conns[key].serial;
-        self.users
-            .entry(id.user.clone())
-            .or_default()
-            .push((key as u32, serial));
+        let conns = self.users.entry(id.user.clone()).or_default();
+        let first = conns.is_empty();
+        conns.push((key as u32, serial));
+        if first {
+            self.tell_bridge_user(&id.user, true);
+        }
         let ext = self.conns[key].ext.get_or_insert_with(Box::default);
         ext.expires = Some(self.now.wrapping_add(left.max(1)));
         ext.identity = Some(id);

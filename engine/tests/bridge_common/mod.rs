@@ -2,8 +2,10 @@
 //! (started, killed and restarted by the test), and ringcast nodes pointed at it.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringcast_engine::{Config, RedisConfig, ServerHandle};
@@ -116,5 +118,66 @@ pub fn wait_ready(nodes: &[ServerHandle]) {
     for n in nodes {
         let ok = pc::wait_until(Duration::from_secs(15), || readyz(n.local_addr()) == 200);
         assert!(ok, "node {} never became ready", n.local_addr());
+    }
+}
+
+/// A TCP proxy in front of Redis that the test can close: while closed it cuts every connection it carries and
+/// refuses new ones, so one node stays away from Redis while others reconnect. Its threads end with the process.
+pub struct Proxy {
+    port: u16,
+    open: Arc<AtomicBool>,
+    /// Every carried connection (both ends), to cut on close.
+    live: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    /// Listens on a free port and forwards to Redis on `upstream`.
+    pub fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let live = Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (o, l) = (open.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !o.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut ends = l.lock().unwrap();
+                ends.push(client.try_clone().unwrap());
+                ends.push(server.try_clone().unwrap());
+                drop(ends);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = from.shutdown(Shutdown::Both);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, open, live }
+    }
+
+    /// Opens (forwards new connections) or closes (cuts every carried connection, refuses new ones).
+    pub fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+        if !open {
+            for s in self.live.lock().unwrap().drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
     }
 }

@@ -1,5 +1,5 @@
 //! Direct messages: a WebSocket `pub` with a `user` instead of a `topic`, delivered to every pub/sub WebSocket
-//! connection of that user on every core of this node.
+//! connection of that user on every core of this node (and of every node, with the Redis bridge).
 //!
 //! The sender's core checks the token (`Identity::may_direct`; refused with `forbidden` when authentication is off,
 //! since there are then no identities to address or to name as the sender), takes a publish token from the rate
@@ -8,6 +8,11 @@
 //! The sender is acknowledged at once (no `seq`: direct messages are not numbered or retained), whether or not the
 //! user has a connection anywhere: the ack means accepted, not delivered. Delivery is at most once, like the
 //! cross-core path of topic messages (an outbox over its limit drops its oldest message).
+//!
+//! Multi-node mode: the sender's core also hands the message to the Redis bridge (`CoreMsg::DirectOut`), which
+//! publishes it on the user's channel for the other nodes; each core tells the bridge when it gets its first
+//! connection of a user and loses its last (`CoreMsg::User`), so a node listens to exactly the users it has. The
+//! bridge ignores its own node's echo: this node's connections already got the message from the cores.
 
 use std::sync::Arc;
 
@@ -68,9 +73,33 @@ impl Core {
                 },
             );
         }
+        if let Some(bridge) = self.mesh.bridge() {
+            self.send(
+                bridge,
+                CoreMsg::DirectOut {
+                    user,
+                    json: json.freeze(),
+                },
+            );
+        }
         if id.is_some() {
             let reply = json_bytes(|b| write_ack(b, id, None));
             self.stage_reply(key, &reply);
+        }
+    }
+
+    /// Multi-node mode: tells the Redis bridge that this core got its first connection of `user` (`joined`) or lost
+    /// its last, so the node listens to the user's channel exactly while it has connections of that user.
+    pub(in crate::core) fn tell_bridge_user(&mut self, user: &Arc<str>, joined: bool) {
+        if let Some(bridge) = self.mesh.bridge() {
+            self.send(
+                bridge,
+                CoreMsg::User {
+                    user: user.clone(),
+                    core: self.id as u16,
+                    joined,
+                },
+            );
         }
     }
 
