@@ -176,9 +176,11 @@ struct Cycle<'a> {
 }
 
 impl Cycle<'_> {
-    fn deliver(&mut self, seq: u64, stamp: u64) {
+    /// Records a delivery; `live` (published after the ack) also records its publish-to-receive latency (a
+    /// replayed message's age would include time before the subscription).
+    fn deliver(&mut self, seq: u64, stamp: u64, live: bool) {
         self.check.record(seq);
-        if stamp > 0 {
+        if live {
             self.tally
                 .borrow_mut()
                 .latency
@@ -264,12 +266,13 @@ async fn run_cycle(
     let mut done = false;
     while !done {
         if !fill_until(&mut c, wait_until.min(end)).await? {
-            return if acked_ns == 0 {
-                Err(timed_out())
-            } else if Instant::now() >= wait_until {
+            let now = Instant::now();
+            return if acked_ns > 0 && now >= wait_until {
                 Ok(Outcome::Lost)
-            } else {
+            } else if now >= end {
                 Ok(Outcome::CutOff)
+            } else {
+                Err(timed_out())
             };
         }
         let input = c.input();
@@ -288,10 +291,9 @@ async fn run_cycle(
                         if acked_ns == 0 {
                             cy.tally.borrow_mut().error("msg_before_ack");
                         }
-                        cy.deliver(seq, stamp);
-                        if acked_ns > 0 && stamp > acked_ns {
-                            done = true;
-                        }
+                        let live = acked_ns > 0 && stamp > acked_ns;
+                        cy.deliver(seq, stamp, live);
+                        done |= live;
                     }
                     Frame::Ack if acked_ns == 0 => {
                         acked_ns = now_ns();

@@ -131,7 +131,8 @@ pub struct Tally {
     pub unfinished: u64,
     /// Errors after the connection was established (protocol errors, unexpected close, timeouts).
     pub errors: BTreeMap<String, u64>,
-    /// Latency histogram (µs): round trip (echo, churn) or publish to receive (fanout).
+    /// Latency histogram (µs): round trip (echo, churn), or publish to receive (fanout, and subscribing churn's
+    /// messages published after the subscription).
     pub latency: Latency,
     /// CPU seconds (user + system) this process used.
     pub cpu_secs: f64,
