@@ -121,13 +121,22 @@ fn a_direct_message_reaches_every_connection_of_the_user_on_every_core() {
 fn a_direct_message_outside_the_token_is_forbidden_and_not_delivered() {
     let server = start(auth_config());
     let addr = server.local_addr();
+    let mut probe = Probe::pubsub(addr, &[&bearer(&root_token("dave"))]);
+    let base = probe.baseline();
     let mut bob = on_every_core(&server, 2, || user_ws(addr, "bob", &[]));
     // Alice may write to `team.*` and to bob, mallory to nobody.
     let mut alice = user_ws(addr, "alice", &["team.*"]);
     let mut mallory = user_ws(addr, "mallory", &[]);
     let mut teammate = user_ws(addr, "team.bob", &[]);
-    mallory.send(r#"{"op":"pub","user":"bob","data":"spam","id":1}"#);
-    assert_error(&mut mallory, Some("1"), "forbidden");
+    // 500 refusals: under the message rate limit's burst (1000), so mallory stays connected.
+    probe.during("forbidden direct messages", base, || {
+        for i in 0..500 {
+            mallory.send(&format!(
+                r#"{{"op":"pub","user":"bob","data":"spam","id":{i}}}"#
+            ));
+            assert_error(&mut mallory, Some(&i.to_string()), "forbidden");
+        }
+    });
     alice.send(r#"{"op":"pub","user":"bob","data":"spam","id":2}"#);
     assert_error(&mut alice, Some("2"), "forbidden");
     // `team.*` matches `team.bob`, not `team`.
@@ -154,7 +163,7 @@ fn a_direct_message_outside_the_token_is_forbidden_and_not_delivered() {
         .filter(|l| l.starts_with("ringcast_forbidden_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
-    assert_eq!(forbidden, 3, "every refusal is counted");
+    assert_eq!(forbidden, 502, "every refusal is counted");
     drop((bob, alice, mallory, teammate, root));
     stop(server);
 }

@@ -1,7 +1,9 @@
 //! Hostile clients against the rate and connection limits: publish floods (WebSocket and HTTP), connection floods
 //! and connection hoarding from one IP, one user hoarding connections, and a ping flood. Each is refused with its
 //! exact code (close 1008, or 429 with `Retry-After`), and a healthy client from another address (127.0.0.2) or
-//! another user keeps working.
+//! another user keeps working: one opened before the attack keeps its round trip within 2x its no-attack median
+//! ([`security_common::latency`]), and a new one still connects. Probes on servers that limit publishing or
+//! message rates time echoes (`/echo` is not rate limited), so that the probe itself stays under the limit.
 #![allow(clippy::unwrap_used)]
 
 mod security_common;
@@ -69,14 +71,18 @@ fn websocket_publish_flood_closes_1008() {
         ..config()
     });
     let addr = server.local_addr();
+    let mut probe = Probe::echo(addr, &[]);
+    let base = probe.baseline();
     let mut watcher = RawWs::connect(addr, None);
     watcher.sub("flood", None, 1);
-    let mut c = RawWs::connect(addr, None);
-    for i in 0..50 {
-        c.send(&format!(r#"{{"op":"pub","topic":"flood","data":{i}}}"#));
-    }
-    assert_eq!(c.next(), Frame::Close(Some(1008)));
-    // At most the burst went through.
+    let flooders = probe.under("websocket publish flood", base, || {
+        let mut c = RawWs::connect(addr, None);
+        for i in 0..50 {
+            c.send(&format!(r#"{{"op":"pub","topic":"flood","data":{i}}}"#));
+        }
+        assert_eq!(c.next(), Frame::Close(Some(1008)));
+    });
+    // At most each flooder's burst went through.
     let mut delivered = 0;
     watcher
         .stream
@@ -85,7 +91,10 @@ fn websocket_publish_flood_closes_1008() {
     while let Frame::Text(_) = watcher.next() {
         delivered += 1;
     }
-    assert!((1..=6).contains(&delivered), "{delivered} delivered");
+    assert!(
+        (flooders..=6 * flooders).contains(&delivered),
+        "{delivered} delivered"
+    );
     assert_healthy(addr, &[]);
     stop(server);
 }
@@ -97,23 +106,35 @@ fn http_publish_flood_gets_429_with_retry_after() {
         ..config()
     });
     let addr = server.local_addr();
-    let mut h = Http::new(addr);
-    let mut statuses = Vec::new();
-    for _ in 0..6 {
-        let r = h.request(
-            "POST",
-            "/publish/x",
-            &["Content-Type: application/json"],
-            b"1",
-        );
-        if r.status == 429 {
-            assert_eq!(r.header("retry-after"), Some("1"));
-            assert_json_error(&r, 429);
+    let mut probe = Probe::echo(addr, &[]);
+    let base = probe.baseline();
+    probe.under("HTTP publish flood", base, || {
+        // A keep-alive connection publishing 20 times at once: 3 pass, the rest get 429.
+        let mut h = Http::new(addr);
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            let r = h.request(
+                "POST",
+                "/publish/x",
+                &["Content-Type: application/json"],
+                b"1",
+            );
+            if r.status == 429 {
+                assert_eq!(r.header("retry-after"), Some("1"));
+                assert_json_error(&r, 429);
+            }
+            statuses.push(r.status);
         }
-        statuses.push(r.status);
-    }
-    assert_eq!(&statuses[..3], &[200, 200, 200]);
-    assert!(statuses[3..].iter().all(|&s| s == 429), "{statuses:?}");
+        assert_eq!(&statuses[..3], &[200, 200, 200]);
+        assert!(
+            statuses[3..].iter().filter(|&&s| s == 429).count() >= 14,
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|&s| s == 200 || s == 429),
+            "{statuses:?}"
+        );
+    });
     // Another connection has its own bucket.
     assert_eq!(
         Http::new(addr)
@@ -136,19 +157,22 @@ fn connections_per_ip_over_the_limit_get_429() {
         ..config()
     }));
     let addr = server.local_addr();
+    let mut probe = Probe::open(addr, Some([127, 0, 0, 2]), Kind::PubSub, &[]);
+    let base = probe.baseline();
     let mut held = Vec::new();
     for _ in 0..3 {
         let (s, head) = upgrade_from([127, 0, 0, 1], addr, &[]);
         assert_eq!(status(&head), 101, "{head}");
         held.push(s);
     }
-    let (mut s, head) = upgrade_from([127, 0, 0, 1], addr, &[]);
-    assert_eq!(status(&head), 429, "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("retry-after: 1"),
-        "{head}"
-    );
-    let _ = s.flush();
+    probe.under("connection hoarding from one IP", base, || {
+        let (_s, head) = upgrade_from([127, 0, 0, 1], addr, &[]);
+        assert_eq!(status(&head), 429, "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: 1"),
+            "{head}"
+        );
+    });
     healthy_from_other_ip(addr);
     // Closing one frees a place.
     drop(held.pop());
@@ -168,13 +192,25 @@ fn connection_flood_from_one_ip_gets_429() {
         ..config()
     }));
     let addr = server.local_addr();
-    let mut codes = Vec::new();
-    for _ in 0..20 {
-        let (_s, head) = upgrade_from([127, 0, 0, 1], addr, &[]);
-        codes.push(status(&head));
-    }
+    let mut probe = Probe::open(addr, Some([127, 0, 0, 2]), Kind::PubSub, &[]);
+    let base = probe.baseline();
+    let codes = std::sync::Mutex::new(Vec::new());
+    let started = std::time::Instant::now();
+    probe.under("connection flood from one IP", base, || {
+        for _ in 0..10 {
+            let code = status(&upgrade_from([127, 0, 0, 1], addr, &[]).1);
+            codes.lock().unwrap().push(code);
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let codes = codes.into_inner().unwrap();
+    // The burst of 5, plus 5 per second of flooding.
     let ok = codes.iter().filter(|&&c| c == 101).count();
-    assert!((5..=7).contains(&ok), "{codes:?}");
+    assert!(
+        ok >= 5 && ok as f64 <= 6.0 + 5.0 * secs,
+        "{ok} accepted in {secs:.2} s: {codes:?}"
+    );
+    assert!(codes.contains(&429), "{codes:?}");
     assert!(codes.iter().all(|&c| c == 101 || c == 429), "{codes:?}");
     healthy_from_other_ip(addr);
     stop(server);
@@ -187,14 +223,18 @@ fn connections_per_user_over_the_limit_get_429() {
         ..auth_config()
     }));
     let addr = server.local_addr();
+    let mut probe = Probe::pubsub(addr, &[&bearer(&root_token("carol"))]);
+    let base = probe.baseline();
     let alice = bearer(&root_token("alice"));
     let a1 = ws(addr, &[&alice]);
     let a2 = ws(addr, &[&alice]);
-    let r = refused_upgrade(addr, "/ws", &[&alice]);
-    assert_json_error(&r, 429);
-    assert_eq!(r.header("retry-after"), Some("1"));
-    let r = http_once(addr, "GET", "/sse/x", &[&alice], b"");
-    assert_json_error(&r, 429);
+    probe.under("connection hoarding by one user", base, || {
+        let r = refused_upgrade(addr, "/ws", &[&alice]);
+        assert_json_error(&r, 429);
+        assert_eq!(r.header("retry-after"), Some("1"));
+        let r = http_once(addr, "GET", "/sse/x", &[&alice], b"");
+        assert_json_error(&r, 429);
+    });
     // Polls are short-lived and not counted.
     assert_eq!(
         http_once(addr, "GET", "/messages/x", &[&alice], b"").status,
@@ -220,13 +260,18 @@ fn ping_flood_on_pubsub_closes_1008() {
         ..config()
     });
     let addr = server.local_addr();
-    let mut c = RawWs::connect(addr, None);
+    let mut probe = Probe::echo(addr, &[]);
+    let base = probe.baseline();
     let mut flood = Vec::new();
     for _ in 0..2000 {
         flood.extend_from_slice(&client_frame(9, b"ping"));
     }
-    c.stream.write_all(&flood).unwrap();
-    assert_eq!(c.next(), Frame::Close(Some(1008)));
+    probe.under("ping flood", base, || {
+        let mut c = RawWs::connect(addr, None);
+        // The server may stop reading once it has closed: the rest of the flood need not be accepted.
+        let _ = c.stream.write_all(&flood);
+        assert_eq!(c.next(), Frame::Close(Some(1008)));
+    });
     assert_healthy(addr, &[]);
     stop(server);
 }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::churn_sub::{churn_sub_thread, publisher_args};
 use crate::cli::{Cli, Common, Mode};
 use crate::connect::{connect_thread, cpu_secs_of, rss_bytes, slab_bytes, tcp_mem_bytes};
 use crate::echo::{churn_thread, echo_thread};
@@ -20,6 +21,9 @@ fn start_threads(
 ) -> anyhow::Result<Handles> {
     match mode.clone() {
         Mode::Echo(a) => spawn_threads(common, control, move |ctx| echo_thread(ctx, a.clone())),
+        Mode::Churn(a) if a.subscribe => {
+            spawn_threads(common, control, move |ctx| churn_sub_thread(ctx, a.clone()))
+        }
         Mode::Churn(a) => spawn_threads(common, control, move |ctx| churn_thread(ctx, a.clone())),
         Mode::Fanout(a) => spawn_threads(common, control, move |ctx| fanout_thread(ctx, a.clone())),
         Mode::Connect(a) => {
@@ -40,8 +44,8 @@ fn conns_per_proc(cli: &Cli) -> usize {
 }
 
 /// Runs the program: as a worker process when `--worker` is set (prints its tally), otherwise the whole run
-/// (prints the report). Returns the exit code: 0, or 3 when the fanout check found lost, duplicated or reordered
-/// messages.
+/// (prints the report). Returns the exit code: 0, or 3 when the fanout or subscribing-churn check found lost,
+/// duplicated or reordered messages (or churn cycles that got no message in time).
 ///
 /// # Errors
 /// When workers cannot be started or a worker process fails.
@@ -60,14 +64,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             (need * cli.common.procs.max(1) as u64).div_ceil(fds.saturating_sub(64).max(1))
         );
     }
+    if let Mode::Churn(a) = &cli.mode
+        && a.subscribe
+        && a.publish_rate == 0
+    {
+        anyhow::bail!("churn --subscribe needs a --publish-rate above 0");
+    }
     let report = execute(&cli)?;
     if cli.common.json {
         println!("{}", report.to_json());
     } else {
         println!("{report}");
     }
-    let bad =
-        report.mode == "fanout" && (report.lost + report.duplicated + report.out_of_order) > 0;
+    let bad = matches!(report.mode.as_str(), "fanout" | "churn")
+        && (report.lost + report.duplicated + report.out_of_order + report.lost_cycles) > 0;
     Ok(if bad { 3 } else { 0 })
 }
 
@@ -98,7 +108,20 @@ pub fn execute(cli: &Cli) -> anyhow::Result<Report> {
             seconds = a.duration as f64;
         }
         Mode::Churn(a) => {
+            // The subscribing churn's publisher starts with the cycles and runs for the same duration.
+            let publisher = if a.subscribe {
+                Some(publisher_args(a)?)
+            } else {
+                None
+            };
             group.go(&Ranges::new())?;
+            if let Some(pa) = publisher {
+                let p = publish(common.target, &pa);
+                if let Some(e) = &p.error {
+                    eprintln!("ringcast-load: publisher stopped: {e}");
+                }
+                published = Some(p);
+            }
             seconds = a.duration as f64;
         }
         Mode::Connect(a) => {

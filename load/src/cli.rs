@@ -105,7 +105,8 @@ pub enum Mode {
     Echo(EchoArgs),
     /// N subscribers on K topics, one publisher: deliveries/s, latency, lost/duplicated/out-of-order counts.
     Fanout(FanoutArgs),
-    /// Connect, one exchange, close, at a rate: handshakes/s and errors.
+    /// Connect, one exchange, close, at a rate: handshakes/s and errors. With --subscribe: connect, subscribe,
+    /// receive, close, against a steady publisher: cycles/s, lost and reordered messages.
     Churn(ChurnArgs),
 }
 
@@ -235,6 +236,37 @@ pub struct ChurnArgs {
     /// Request path of the echo endpoint used for the one exchange.
     #[arg(long, default_value = "/echo")]
     pub path: String,
+    /// Churn subscribers instead of echoes: each cycle connects, asks `GET /messages/{topic}` where the topic
+    /// stands, upgrades `/ws` on the same connection, subscribes from there (`since`), reads until it has a
+    /// message published after the subscription was acknowledged (checking every seq in between arrives once and
+    /// in order), and closes. A built-in HTTP publisher publishes on the topics at --publish-rate.
+    #[arg(long)]
+    pub subscribe: bool,
+    /// With --subscribe: topics (each cycle picks one at random).
+    #[arg(short = 'k', long, default_value_t = 100)]
+    pub topics: usize,
+    /// With --subscribe: topic name prefix; topics are PREFIX.0, PREFIX.1, ...
+    #[arg(long, default_value = "churn")]
+    pub topic_prefix: String,
+    /// With --subscribe: publishes per second over all topics, round-robin (each topic gets one every
+    /// K / RATE seconds, which sets how long a cycle waits).
+    #[arg(long, default_value_t = 50)]
+    pub publish_rate: u64,
+    /// With --subscribe: a cycle that has no message published after its subscription within this many
+    /// milliseconds of the acknowledgement counts as lost (0: twice a topic's publish interval plus 5 s).
+    #[arg(long, default_value_t = 0)]
+    pub receive_timeout_ms: u64,
+}
+
+impl ChurnArgs {
+    /// With --subscribe: how long a cycle may wait for its message before it counts as lost.
+    pub fn receive_timeout(&self) -> std::time::Duration {
+        if self.receive_timeout_ms > 0 {
+            return std::time::Duration::from_millis(self.receive_timeout_ms);
+        }
+        let interval = self.topics.max(1) as f64 / self.publish_rate.max(1) as f64;
+        std::time::Duration::from_secs_f64(2.0 * interval + 5.0)
+    }
 }
 
 impl Mode {

@@ -123,9 +123,16 @@ pub struct Tally {
     pub published: u64,
     /// Churn: complete connect-exchange-close cycles.
     pub handshakes: u64,
+    /// Subscribing churn: cycles that got no message published after their subscription within the timeout.
+    #[serde(default)]
+    pub lost_cycles: u64,
+    /// Subscribing churn: cycles still waiting for their message when the run ended (neither complete nor lost).
+    #[serde(default)]
+    pub unfinished: u64,
     /// Errors after the connection was established (protocol errors, unexpected close, timeouts).
     pub errors: BTreeMap<String, u64>,
-    /// Latency histogram (µs): round trip (echo, churn) or publish to receive (fanout).
+    /// Latency histogram (µs): round trip (echo, churn), or publish to receive (fanout, and subscribing churn's
+    /// messages published after the subscription).
     pub latency: Latency,
     /// CPU seconds (user + system) this process used.
     pub cpu_secs: f64,
@@ -162,6 +169,8 @@ impl Tally {
         self.expected += other.expected;
         self.published += other.published;
         self.handshakes += other.handshakes;
+        self.lost_cycles += other.lost_cycles;
+        self.unfinished += other.unfinished;
         self.latency.merge(&other.latency);
         self.cpu_secs += other.cpu_secs;
     }
@@ -253,6 +262,12 @@ pub struct Report {
     pub handshakes: u64,
     /// Churn: cycles per second.
     pub handshakes_per_sec: f64,
+    /// Subscribing churn: cycles with no message within the timeout.
+    #[serde(default)]
+    pub lost_cycles: u64,
+    /// Subscribing churn: cycles cut off by the end of the run.
+    #[serde(default)]
+    pub unfinished: u64,
     /// Errors after connecting, by reason.
     pub errors: BTreeMap<String, u64>,
     /// CPU seconds the load generator used (all processes).
@@ -299,6 +314,8 @@ impl Report {
             out_of_order: t.out_of_order,
             handshakes: t.handshakes,
             handshakes_per_sec: per(t.handshakes),
+            lost_cycles: t.lost_cycles,
+            unfinished: t.unfinished,
             errors: t.errors.clone(),
             cpu_secs: t.cpu_secs,
             cpu_cores: if wall > 0.0 { t.cpu_secs / wall } else { 0.0 },
@@ -372,6 +389,20 @@ impl fmt::Display for Report {
                 si(self.handshakes_per_sec)
             )?,
             _ => {}
+        }
+        if self.mode == "churn" && self.published > 0 {
+            writeln!(
+                f,
+                "  published {}, messages received {}; lost {}, duplicated {}, out of order {}; cycles with no \
+                 message in time {}, cut off by the end {}",
+                self.published,
+                self.received,
+                self.lost,
+                self.duplicated,
+                self.out_of_order,
+                self.lost_cycles,
+                self.unfinished
+            )?;
         }
         if self.mode == "fanout" {
             writeln!(

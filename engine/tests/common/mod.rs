@@ -1,5 +1,6 @@
 //! Helpers shared by the engine's integration tests: start a real server on a free port with the driver named by
-//! `RINGCAST_TEST_DRIVER` (uring, epoll; default auto), and small raw-socket utilities.
+//! `RINGCAST_TEST_DRIVER` (uring, epoll; default auto), small raw-socket utilities, and the healthy-client latency
+//! probe ([`latency`]).
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
@@ -7,6 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use ringcast_engine::{Config, CoreSet, Driver, ServerHandle};
+
+#[path = "../latency_common/mod.rs"]
+pub mod latency;
 
 pub fn driver() -> Driver {
     match std::env::var("RINGCAST_TEST_DRIVER").as_deref() {

@@ -1,5 +1,6 @@
 //! Helpers shared by the hostile-client security tests (`security_*.rs`): servers with authentication, token
-//! minting, WebSocket upgrades with chosen headers, and a check that a healthy client still round-trips.
+//! minting, WebSocket upgrades with chosen headers, a check that a new healthy client still round-trips, and the
+//! latency probe that holds an already-open healthy client to 2x its no-attack round trip ([`latency`]).
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::io::Write;
@@ -11,6 +12,11 @@ use ringcast_engine::{AuthKey, Config, ServerHandle};
 #[path = "../pubsub_common/mod.rs"]
 pub mod pubsub_common;
 pub use pubsub_common::*;
+
+#[path = "../latency_common/mod.rs"]
+pub mod latency;
+#[allow(unused_imports)]
+pub use latency::{Kind, Probe};
 
 pub const SECRET: &[u8] = b"security-tests-secret-0123456789";
 
