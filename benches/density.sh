@@ -18,7 +18,8 @@
 #
 # Environment knobs: PER_SERVER (connections per server process, default 15000), PER_CLIENT (per load process,
 # default 15000), TOPICS (4), SSE_PERCENT (5), IDLE (seconds held idle before publishing, 10), OUT (also write
-# the report to this file), PORT (default: a free one), NO_BUILD=1 (use the built binaries).
+# the report to this file), PORT (default: a free one), NO_BUILD=1 (use the built binaries), KEEP=1 (keep the
+# server and Redis logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +51,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [ -n "${KEEP:-}" ]; then echo "density: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 

@@ -93,6 +93,8 @@ pub(crate) struct BridgeStats {
     publish_errors: AtomicU64,
     errors: AtomicU64,
     reconnects: AtomicU64,
+    range_reads: AtomicU64,
+    live_answers: AtomicU64,
     node_id: String,
 }
 
@@ -142,6 +144,18 @@ impl BridgeStats {
                 "counter",
                 "Successful reconnections to Redis after a loss.",
                 &self.reconnects,
+            ),
+            (
+                "ringcast_bridge_range_reads_total",
+                "counter",
+                "Subscriptions and polls answered from a Redis range read (stream history and the topic's seq).",
+                &self.range_reads,
+            ),
+            (
+                "ringcast_bridge_live_answers_total",
+                "counter",
+                "Subscriptions from now on, to a topic the node already follows live, answered without asking Redis.",
+                &self.live_answers,
             ),
         ];
         for (name, kind, help, v) in families {
@@ -1024,6 +1038,10 @@ impl Bridge {
             self.park(reqs);
             return;
         }
+        let reqs = self.answer_from_live(reqs);
+        if reqs.is_empty() {
+            return;
+        }
         // Register interest first so a message published from now on reaches this node live.
         let mut new_channels = Vec::new();
         for (topic, req) in &reqs {
@@ -1076,6 +1094,7 @@ impl Bridge {
             };
             range_cmd(&mut pipe, &c.range_sha, topic, from, limit);
         }
+        self.stats.range_reads.fetch_add(reqs.len() as u64, Relaxed);
         let answers: Vec<Value> = match pipe.query_async(&mut c.cmd).await {
             Ok(a) => a,
             Err(e) => {
@@ -1185,6 +1204,50 @@ impl Bridge {
                 }
             }
         }
+    }
+
+    /// Answers, without asking Redis, every "from now on" subscription (no `since`) to a topic this node already
+    /// follows live on the current connection, and returns the other requests. The node forwards every message of
+    /// such a topic in seq order, so "now" is the highest seq it sent to the cores: a message still on its way
+    /// from Redis has a higher seq and reaches the new subscriber live. Without this, every subscriber cost a
+    /// Redis round trip (a million subscribers: a million scripts on one Redis, which timed out under that load);
+    /// with it, a node reads Redis once per topic, for its first subscriber.
+    fn answer_from_live(&mut self, reqs: Vec<(Arc<str>, RangeReq)>) -> Vec<(Arc<str>, RangeReq)> {
+        let mut rest = Vec::with_capacity(reqs.len());
+        for (topic, req) in reqs {
+            let token = match &req {
+                RangeReq::Subscribe { token, since: None } => token.clone(),
+                _ => {
+                    rest.push((topic, req));
+                    continue;
+                }
+            };
+            let Some(t) = self.topics.get_mut(&topic) else {
+                rest.push((topic, req));
+                continue;
+            };
+            if !(t.live && t.subscribed) {
+                rest.push((topic, req));
+                continue;
+            }
+            let core = token.core as usize;
+            if let Some(c) = t.cores.get_mut(core) {
+                *c = true;
+            }
+            let last_seq = t.sent;
+            self.stats.live_answers.fetch_add(1, Relaxed);
+            self.outbox.push(
+                core,
+                CoreMsg::Replay {
+                    topic,
+                    token,
+                    reset: None,
+                    entries: Vec::new(),
+                    last_seq,
+                },
+            );
+        }
+        rest
     }
 
     /// Keeps requests for when Redis is back; long polls wait there too (answered at their deadline).

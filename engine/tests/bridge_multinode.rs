@@ -317,3 +317,84 @@ fn subscribers_joining_during_a_publish_burst_cost_the_live_ones_nothing() {
         pc::stop(n);
     }
 }
+
+/// A node that already follows a topic answers further subscriptions from its own live state, without a Redis
+/// read per subscriber (a million subscribers once meant a million scripts on one Redis), and a subscriber that
+/// joins while another node publishes still gets an unbroken run of seqs up to the last one published.
+#[test]
+fn subscribers_to_a_followed_topic_need_no_redis_read_and_miss_nothing() {
+    if !bc::redis_available() {
+        return;
+    }
+    let redis = bc::Redis::start();
+    let nodes = bc::start_nodes(&redis, 2);
+    bc::wait_ready(&nodes);
+    let (a, b) = (nodes[0].local_addr(), nodes[1].local_addr());
+    let topic = "mn.followed";
+    let mut first = pc::RawWs::connect(a, None);
+    first.sub(topic, None, 1);
+    let s0 = pc::Http::new(b).publish(topic, r#"{"n":0}"#);
+    assert_eq!(first.msg().seq, Some(s0));
+    let reads = pc::metric_sum(a, "ringcast_bridge_range_reads_total");
+    let live = pc::metric_sum(a, "ringcast_bridge_live_answers_total");
+    assert!(reads >= 1, "the first subscriber is answered from Redis");
+
+    // Node B publishes 300 messages while 40 subscribers join on node A one after another.
+    let total = 300u64;
+    let publisher = std::thread::spawn(move || {
+        let mut http = pc::Http::new(b);
+        (1..=total)
+            .map(|n| {
+                std::thread::sleep(Duration::from_micros(500));
+                http.publish(topic, &format!(r#"{{"n":{n}}}"#))
+            })
+            .last()
+    });
+    let joiners: Vec<pc::RawWs> = (0..40u64)
+        .map(|i| {
+            let mut w = pc::RawWs::connect(a, None);
+            w.sub(topic, None, 10 + i);
+            w
+        })
+        .collect();
+    let last = publisher.join().unwrap().unwrap();
+    assert_eq!(last, s0 + total, "one node's seqs are consecutive");
+
+    assert_eq!(
+        pc::metric_sum(a, "ringcast_bridge_range_reads_total"),
+        reads,
+        "no Redis read for subscribers to a followed topic"
+    );
+    assert_eq!(
+        pc::metric_sum(a, "ringcast_bridge_live_answers_total"),
+        live + 40
+    );
+    for (i, mut w) in joiners.into_iter().enumerate() {
+        let mut prev: Option<u64> = None;
+        loop {
+            let m = w.msg();
+            assert_eq!(m.kind, "msg", "joiner {i}: {m:?}");
+            let seq = m.seq.unwrap();
+            if let Some(p) = prev {
+                assert_eq!(seq, p + 1, "joiner {i}: a gap or a duplicate after {p}");
+            }
+            assert!(
+                seq > s0 && seq <= last,
+                "joiner {i}: seq {seq} outside ({s0}, {last}]"
+            );
+            prev = Some(seq);
+            if seq == last {
+                break;
+            }
+        }
+    }
+    // The first subscriber saw everything.
+    let seqs: Vec<u64> = collect_ws(&mut first, topic, total as usize)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(seqs, (s0 + 1..=last).collect::<Vec<_>>());
+    for n in nodes {
+        pc::stop(n);
+    }
+}

@@ -121,15 +121,6 @@ fn bad_tokens_get_401_on_every_transport() {
     stop(server);
 }
 
-fn metric_sum(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let r = http_once(addr, "GET", "/metrics", &[], b"");
-    r.text()
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn query_token_works_for_browsers() {
     let server = start(auth_config());

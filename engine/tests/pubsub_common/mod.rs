@@ -484,6 +484,16 @@ pub fn http_once(
     Http::new(addr).request(method, path, extra, body)
 }
 
+/// The sum of a Prometheus family's samples (every label set) in the server's `/metrics`.
+pub fn metric_sum(addr: SocketAddr, name: &str) -> u64 {
+    let r = http_once(addr, "GET", "/metrics", &[], b"");
+    r.text()
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // A raw WebSocket client.
 
