@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const CHECKS: [&str; 13] = [
+const CHECKS: [&str; 14] = [
     "kernel",
     "io_uring",
     "nofile",
@@ -14,6 +14,7 @@ const CHECKS: [&str; 13] = [
     "file_max",
     "nr_open",
     "conntrack",
+    "ehash",
     "thp",
     "governor",
     "cores",
