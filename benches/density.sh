@@ -13,7 +13,8 @@
 #
 # Reports: connect rate; server user-space bytes per connection (RSS growth summed over the server processes /
 # connections); kernel bytes per connection (slab and sockstat growth, both ends of each loopback pair plus the
-# load generator's side); the idle server's CPU with heartbeats on; publish to last delivery. Exits non-zero when a
+# load generator's side); the idle server's CPU with heartbeats on; publish to last delivery, beside the kernel's own
+# floor for that many deliveries here (benches/src/floor.rs). Exits non-zero when a
 # connection failed or was lost, or a subscriber missed its message.
 #
 # Environment knobs: PER_SERVER (connections per server process, default 15000), PER_CLIENT (per load process,
@@ -34,6 +35,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 if [ -z "${NO_BUILD:-}" ]; then
   cargo build --release -q -p ringcast -p ringcast-load
+  cargo build --release -q -p ringcast-bench --bin loopback_floor
 fi
 RINGCAST=$TARGET_DIR/release/ringcast
 LOAD=$TARGET_DIR/release/ringcast-load
@@ -100,9 +102,16 @@ for i in $(seq 0 $((SERVERS - 1))); do
   kill -0 "${SERVER_PIDS[$i]}" 2>/dev/null || { echo "density: server process $i died:" >&2; tail -5 "$WORK/server-$i.log" >&2; rc=4; }
 done
 
-python3 - "$WORK/report.json" "$SCALE" "$SERVERS" "$CLIENTS" "$SOURCES" "$TOPICS" "$SSE_PERCENT" "$start" "$end" "$rc" "$OUT" <<'EOF'
+# What the kernel alone charges on this machine for SCALE small deliveries (one send + one receive each), so the
+# publish-to-last-delivery figure can be read against it; run after the load, on a quiet machine.
+FLOOR=""
+if [ -x "$TARGET_DIR/release/loopback_floor" ]; then
+  FLOOR=$("$TARGET_DIR/release/loopback_floor" 5000 100 3 "$SCALE" 2>&1 | tr '\n' '|' || true)
+fi
+
+python3 - "$WORK/report.json" "$SCALE" "$SERVERS" "$CLIENTS" "$SOURCES" "$TOPICS" "$SSE_PERCENT" "$start" "$end" "$rc" "$OUT" "$FLOOR" <<'EOF'
 import json, sys
-path, scale, servers, clients, sources, topics, sse, start, end, rc, out = sys.argv[1:12]
+path, scale, servers, clients, sources, topics, sse, start, end, rc, out, floor = sys.argv[1:13]
 scale = int(scale)
 try:
     r = json.load(open(path))
@@ -130,6 +139,9 @@ lines = [
     f"  errors after connecting: {r['errors'] or 'none'}; load generator CPU {r['cpu_secs']:.1f} s; "
     f"wall {float(end)-float(start):.1f} s",
 ]
+for f in floor.split("|"):
+    if f.strip():
+        lines.append("  kernel floor: " + f.strip().removeprefix("loopback floor "))
 text = "\n".join(lines)
 print(text)
 if out:
