@@ -74,7 +74,7 @@ SERVER_PIDS=()
 for i in $(seq 0 $((SERVERS - 1))); do
   node=()
   [ "$SERVERS" -gt 1 ] && node=(--node-id "density-$i")
-  "$RINGCAST" serve --listen "127.0.0.1:$PORT" --cores 1 --no-pin --no-demo "${REDIS_ARGS[@]}" "${node[@]}" \
+  "$RINGCAST" serve --listen "127.0.0.1:$PORT" --cores 1 --no-pin --no-demo --share-port "${REDIS_ARGS[@]}" "${node[@]}" \
     >"$WORK/server-$i.log" 2>&1 &
   PIDS+=($!)
   SERVER_PIDS+=($!)

@@ -49,6 +49,10 @@ pub(crate) struct ServeArgs {
     /// Do not pin reactor threads to their cores [default: pinned]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub no_pin: Option<bool>,
+    /// Run beside other processes already listening on the same address (SO_REUSEPORT splits new connections
+    /// among them); without it, serve refuses to start when something already listens there [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub share_port: Option<bool>,
     /// io_uring or epoll [default: auto]
     #[arg(long, value_enum)]
     pub driver: Option<DriverArg>,
@@ -273,6 +277,7 @@ impl ServeArgs {
             listen,
             cores,
             no_pin,
+            share_port,
             driver,
             backlog,
             max_connections_per_core,
@@ -335,6 +340,9 @@ impl ServeArgs {
         }
         if let Some(v) = a.no_pin {
             c.pin_threads = !v;
+        }
+        if let Some(v) = a.share_port {
+            c.share_port = v;
         }
         if let Some(v) = a.driver {
             c.driver = match v {

@@ -52,6 +52,11 @@ pub struct Config {
     pub cores: CoreSet,
     /// Pin each reactor thread to its core.
     pub pin_threads: bool,
+    /// Start even when another socket already listens on `listen` (several processes sharing one port on purpose,
+    /// SO_REUSEPORT spreading new connections over them). When false (the default) and the port is not 0, the
+    /// engine refuses to start with [`EngineError::PortInUse`](crate::EngineError::PortInUse) instead of silently
+    /// taking a share of another server's clients.
+    pub share_port: bool,
     /// io_uring or epoll.
     pub driver: Driver,
     /// Listen backlog per core.
@@ -157,6 +162,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cores: CoreSet::All,
             pin_threads: true,
+            share_port: false,
             driver: Driver::Auto,
             backlog: 4096,
             max_connections_per_core: 500_000,

@@ -17,6 +17,13 @@ pub enum EngineError {
         /// The operating system's error.
         source: io::Error,
     },
+    /// Another socket already listens on the address and sharing was not asked for (`Config::share_port`): with
+    /// SO_REUSEPORT this server would silently take a share of the other one's new connections.
+    #[error(
+        "another process already listens on {0}; SO_REUSEPORT would split new connections between it and this \
+         server. Stop it, listen elsewhere, or pass --share-port to run several processes on one port on purpose"
+    )]
+    PortInUse(std::net::SocketAddr),
     /// `--driver uring` was asked for and io_uring could not be set up on this kernel.
     #[error("io_uring is not available here ({0}); use --driver epoll or --driver auto")]
     UringUnavailable(io::Error),

@@ -154,6 +154,20 @@ impl ServerHandle {
     }
 }
 
+/// Whether some socket already listens on `addr`: a probe bound *without* SO_REUSEPORT (but with SO_REUSEADDR, so
+/// connections of an earlier run lingering in TIME_WAIT do not count) fails with EADDRINUSE only then. Any other
+/// failure is left to the real bind to report.
+fn port_has_listener(addr: SocketAddr) -> bool {
+    let Ok(probe) = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+    else {
+        return false;
+    };
+    if probe.set_reuse_address(true).is_err() {
+        return false;
+    }
+    matches!(probe.bind(&addr.into()), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+}
+
 fn bind_listener(addr: SocketAddr, backlog: i32) -> std::io::Result<StdListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -223,6 +237,9 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
             }
         },
     };
+    if !config.share_port && config.listen.port() != 0 && port_has_listener(config.listen) {
+        return Err(EngineError::PortInUse(config.listen));
+    }
     // Bind every listener up front so errors surface here and port 0 resolves to one port shared by all cores.
     let first =
         bind_listener(config.listen, config.backlog).map_err(|source| EngineError::Bind {

@@ -52,3 +52,43 @@ async fn two_cores_both_accept_and_every_connection_echoes() {
     common::wait_open(&server, 0);
     common::stop(server);
 }
+
+/// A second server on a port another one already listens on is refused (it would silently take a share of the
+/// first one's new connections), unless sharing is asked for; a port whose earlier server stopped is free again.
+#[test]
+fn a_second_server_on_a_busy_port_is_refused_unless_sharing_is_asked_for() {
+    let first = common::start(common::config());
+    let addr = first.local_addr();
+    let again = ringcast_engine::start(Config {
+        listen: addr,
+        ..common::config()
+    });
+    match again {
+        Err(ringcast_engine::EngineError::PortInUse(a)) => assert_eq!(a, addr),
+        Err(e) => panic!("expected PortInUse, got {e}"),
+        Ok(_) => panic!("a second server started silently on {addr}"),
+    }
+    // The refused start left the first server alone.
+    let mut s = common::raw_ws(&first);
+    common::assert_raw_echo(&mut s, "still served");
+    drop(s);
+
+    let shared = common::start(Config {
+        listen: addr,
+        share_port: true,
+        ..common::config()
+    });
+    assert_eq!(shared.local_addr(), addr);
+    common::stop(shared);
+    common::stop(first);
+
+    // Nothing listens any more (connections of the first server may linger in TIME_WAIT): a plain start works.
+    let next = common::start(Config {
+        listen: addr,
+        ..common::config()
+    });
+    let mut s = common::raw_ws(&next);
+    common::assert_raw_echo(&mut s, "new server");
+    drop(s);
+    common::stop(next);
+}
