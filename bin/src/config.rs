@@ -85,9 +85,14 @@ pub(crate) struct ServeArgs {
     /// Most HTTP request headers, 431 over it [default: 64]
     #[arg(long, value_name = "N")]
     pub max_headers: Option<usize>,
-    /// Queued output per connection before the slow-consumer policy applies [default: 4MiB]
+    /// Output queued per connection (ours plus the kernel's send buffer) before the slow-consumer policy applies
+    /// [default: 4MiB]
     #[arg(long, value_name = "SIZE")]
     pub write_high_water: Option<String>,
+    /// SO_SNDBUF of accepted connections: bounds what a slow client can park in the kernel; 0 keeps the kernel's
+    /// autotuning (up to net.ipv4.tcp_wmem's maximum) [default: 64KiB]
+    #[arg(long, value_name = "SIZE")]
+    pub send_buffer: Option<String>,
     /// What to do with a slow consumer [default: disconnect]
     #[arg(long, value_enum)]
     pub slow_consumer: Option<PolicyArg>,
@@ -286,6 +291,7 @@ impl ServeArgs {
             max_head_bytes,
             max_headers,
             write_high_water,
+            send_buffer,
             slow_consumer,
             read_buffer_size,
             history_messages,
@@ -385,6 +391,7 @@ impl ServeArgs {
                 &a.write_high_water,
                 &mut c.write_high_water,
             ),
+            ("send-buffer", &a.send_buffer, &mut c.send_buffer),
             (
                 "read-buffer-size",
                 &a.read_buffer_size,

@@ -76,8 +76,18 @@ pub struct Config {
     pub max_head_bytes: usize,
     /// Most HTTP request headers (431 over it).
     pub max_headers: usize,
-    /// Queued output bytes per connection above which the slow-consumer policy applies.
+    /// Output bytes queued for one connection above which the slow-consumer policy applies: ringcast's own queue
+    /// plus what waits in the kernel's send buffer (`SIOCOUTQ`: unsent and unacknowledged), so a backlog parked in
+    /// the kernel counts too.
     pub write_high_water: usize,
+    /// `SO_SNDBUF` of every accepted connection, in bytes (the kernel doubles it for its bookkeeping and caps it
+    /// at `net.core.wmem_max`). It bounds what a connection can park in the kernel, where the slow-consumer policy
+    /// cannot reach it: with the kernel's autotuning a slow reader on a fast path (loopback, LAN) can hold up to
+    /// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) per connection, seconds of a flood. The default, 64 KiB,
+    /// still fills a 5 MB/s connection at 25 ms round-trip time (and any LAN/loopback link); raise it for bulk
+    /// transfers over long paths. 0 leaves the kernel's autotuning. Sets a limit only: an idle connection's memory
+    /// is the same.
+    pub send_buffer: usize,
     /// The slow-consumer policy.
     pub slow_consumer: SlowConsumerPolicy,
     /// Size of each core's shared read buffer.
@@ -170,6 +180,7 @@ impl Default for Config {
             max_head_bytes: 8 * 1024,
             max_headers: 64,
             write_high_water: 4 << 20,
+            send_buffer: 64 << 10,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             read_buffer_size: 64 * 1024,
             events_per_wake: 1024,

@@ -242,3 +242,76 @@ fn conflated_topic_keeps_the_newest_and_never_disconnects() {
     drop(slow);
     pc::stop(server);
 }
+
+/// A subscriber with the kernel's default buffers that never reads: everything the server hands the kernel for it
+/// waits in its socket buffers, where (with the kernel's send-buffer autotuning) megabytes fit on loopback. The
+/// policy must still apply once ringcast's queue plus the kernel's send buffer passes the mark, so the backlog
+/// published before the disconnect stays under the mark + the configured SO_SNDBUF (doubled by the kernel) + the
+/// subscriber's own receive buffer.
+#[test]
+fn never_reading_subscriber_is_disconnected_within_a_bounded_backlog() {
+    const HIGH: usize = 256 * 1024;
+    const MSG: usize = 4096;
+    let cfg = config(SlowConsumerPolicy::Disconnect, &[]);
+    let send_buffer = cfg.send_buffer;
+    assert!(
+        send_buffer > 0,
+        "the default bounds the kernel's send buffer"
+    );
+    let server = pc::start(cfg);
+    let topic = pc::topic_owned_by("slow.k", 0);
+    let slow = pc::RawWs::connect(server.local_addr(), None);
+    let rcvbuf = socket2::SockRef::from(&slow.stream)
+        .recv_buffer_size()
+        .unwrap();
+    let mut slow = slow;
+    slow.sub(&topic, None, 1);
+    let bound = HIGH + 2 * send_buffer + rcvbuf + 4 * MSG;
+    let p = server.publisher();
+    let pad = "x".repeat(MSG);
+    let mut published = 0usize;
+    let mut n = 0u64;
+    // Publish one message at a time, each handed to the subscriber's socket before the next, until the policy
+    // applies (or far past the bound).
+    while sum(&server, |s| s.slow_consumer_disconnects()) == 0 && published <= 16 * bound {
+        n += 1;
+        let body = payload(n, &pad);
+        loop {
+            match p.publish_json(&topic, body.clone()) {
+                Ok(()) => break,
+                Err(PublishError::Backpressure) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        published += body.len();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sum(&server, |s| s.deliveries()) < n
+            && sum(&server, |s| s.slow_consumer_disconnects()) == 0
+        {
+            assert!(Instant::now() < deadline, "message {n} was not delivered");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    assert_eq!(
+        sum(&server, |s| s.slow_consumer_disconnects()),
+        1,
+        "not disconnected after {published} bytes"
+    );
+    assert!(
+        published <= bound,
+        "disconnected only after {published} bytes were published (bound {bound}: mark {HIGH}, SO_SNDBUF \
+         {send_buffer}, receive buffer {rcvbuf})"
+    );
+    // What the kernel held, then the end of the stream.
+    let end = loop {
+        match slow.next() {
+            pc::Frame::Text(_) => {}
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(end, pc::Frame::Close(Some(1008)) | pc::Frame::Eof),
+        "slow subscriber ended with {end:?}"
+    );
+    pc::stop(server);
+}

@@ -27,6 +27,8 @@ fn main() {
             }
             "--flood-subs" => subs = v.parse().expect("--flood-subs N"),
             "--flood-secs" => secs = v.parse().expect("--flood-secs S"),
+            // Experiments only (the suite keeps the engine's default).
+            "--send-buffer" => cfg.send_buffer = v.parse().expect("--send-buffer BYTES"),
             _ => panic!("unknown flag {flag}"),
         }
     }
