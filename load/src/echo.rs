@@ -577,8 +577,9 @@ mod tests {
         let mut rng = MaskRng::new(3);
         let w = Window::new(OpCode::Binary, &[b'x'; 32], 4, &mut rng);
         assert_eq!((w.frame, w.bytes.len()), (38, 4 * 38));
-        let mut dec =
-            ringcast_protocol::ws::Decoder::<ringcast_protocol::ws::Server>::new(Default::default());
+        let mut dec = ringcast_protocol::ws::Decoder::<ringcast_protocol::ws::Server>::new(
+            Default::default(),
+        );
         let mut buf = w.bytes.clone();
         let mut pos = 0;
         let mut n = 0;
