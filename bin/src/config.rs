@@ -89,8 +89,9 @@ pub(crate) struct ServeArgs {
     /// [default: 4MiB]
     #[arg(long, value_name = "SIZE")]
     pub write_high_water: Option<String>,
-    /// SO_SNDBUF of accepted connections: bounds what a slow client can park in the kernel; 0 keeps the kernel's
-    /// autotuning (up to net.ipv4.tcp_wmem's maximum) [default: 64KiB]
+    /// SO_SNDBUF of accepted connections; 0 keeps the kernel's autotuning (up to net.ipv4.tcp_wmem's maximum).
+    /// A smaller one keeps more of a slow client's backlog where conflation and the drop policy reach it
+    /// [default: 0]
     #[arg(long, value_name = "SIZE")]
     pub send_buffer: Option<String>,
     /// What to do with a slow consumer [default: disconnect]

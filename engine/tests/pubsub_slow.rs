@@ -2,7 +2,9 @@
 //! while ~20 MB of messages are published (write_high_water 256 KiB). `Disconnect` closes it (1008 or EOF, counted);
 //! `DropOldest` drops its oldest queued messages (counted) and keeps it open, its stream increasing with gaps and
 //! ending with the newest message; a conflated topic (`ticks.*`) keeps only its newest messages (counted) and never
-//! disconnects it. Healthy subscribers on both cores get every seq meanwhile.
+//! disconnects it. Healthy subscribers on both cores get every seq meanwhile. A subscriber with default buffers that
+//! never reads is disconnected before more than the mark + its receive buffer is published, with the kernel's
+//! send-buffer autotuning (the default) and with a small `send_buffer`: the mark counts the kernel's send queue.
 #![allow(clippy::unwrap_used)]
 
 mod pubsub_common;
@@ -243,21 +245,44 @@ fn conflated_topic_keeps_the_newest_and_never_disconnects() {
     pc::stop(server);
 }
 
-/// A subscriber with the kernel's default buffers that never reads: everything the server hands the kernel for it
-/// waits in its socket buffers, where (with the kernel's send-buffer autotuning) megabytes fit on loopback. The
-/// policy must still apply once ringcast's queue plus the kernel's send buffer passes the mark, so the backlog
-/// published before the disconnect stays under the mark + the configured SO_SNDBUF (doubled by the kernel) + the
-/// subscriber's own receive buffer.
+/// A subscriber with the kernel's default buffers that never reads, on the default configuration (no `SO_SNDBUF`:
+/// the kernel autotunes the send buffer, on loopback up to `net.ipv4.tcp_wmem`'s maximum). With the mark set to
+/// that maximum, a mark counting only ringcast's own queue would let the kernel park a full send buffer *and* the
+/// queue fill to the mark (about twice the mark); counting the kernel's send queue keeps the backlog published
+/// before the disconnect under the mark + the subscriber's receive buffer.
 #[test]
-fn never_reading_subscriber_is_disconnected_within_a_bounded_backlog() {
-    const HIGH: usize = 256 * 1024;
+fn never_reading_subscriber_with_the_default_send_buffer_is_held_to_the_mark() {
+    let cfg = Config::default();
+    assert_eq!(cfg.send_buffer, 0, "the default leaves autotuning");
+    never_reading_subscriber_is_disconnected_within(cfg.send_buffer, tcp_wmem_max());
+}
+
+/// The same with `send_buffer` set to 64 KiB and a 256 KiB mark: the kernel may hold at most 128 KiB (it doubles
+/// the value), so the disconnect comes at the mark + the receive buffer; without the `SO_SNDBUF` the kernel's
+/// autotuned buffer alone (megabytes on loopback) would be far past it.
+#[test]
+fn never_reading_subscriber_with_a_small_send_buffer_is_held_to_the_mark() {
+    never_reading_subscriber_is_disconnected_within(64 * 1024, 256 * 1024);
+}
+
+/// The kernel's ceiling for an autotuned send buffer (third field of `net.ipv4.tcp_wmem`; 4 MiB if unreadable).
+fn tcp_wmem_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        .unwrap_or(4 << 20)
+}
+
+/// Publishes 4 KiB messages one at a time to a subscriber that never reads (each handed to its socket before the
+/// next) until the disconnect policy applies, and asserts that what was published by then is within the mark +
+/// the subscriber's receive buffer (+ a few messages in flight).
+fn never_reading_subscriber_is_disconnected_within(send_buffer: usize, high: usize) {
     const MSG: usize = 4096;
-    let cfg = config(SlowConsumerPolicy::Disconnect, &[]);
-    let send_buffer = cfg.send_buffer;
-    assert!(
-        send_buffer > 0,
-        "the default bounds the kernel's send buffer"
-    );
+    let cfg = Config {
+        send_buffer,
+        write_high_water: high,
+        ..config(SlowConsumerPolicy::Disconnect, &[])
+    };
     let server = pc::start(cfg);
     let topic = pc::topic_owned_by("slow.k", 0);
     let slow = pc::RawWs::connect(server.local_addr(), None);
@@ -266,14 +291,14 @@ fn never_reading_subscriber_is_disconnected_within_a_bounded_backlog() {
         .unwrap();
     let mut slow = slow;
     slow.sub(&topic, None, 1);
-    let bound = HIGH + 2 * send_buffer + rcvbuf + 4 * MSG;
+    let bound = high + rcvbuf + 4 * MSG;
     let p = server.publisher();
     let pad = "x".repeat(MSG);
     let mut published = 0usize;
     let mut n = 0u64;
     // Publish one message at a time, each handed to the subscriber's socket before the next, until the policy
     // applies (or far past the bound).
-    while sum(&server, |s| s.slow_consumer_disconnects()) == 0 && published <= 16 * bound {
+    while sum(&server, |s| s.slow_consumer_disconnects()) == 0 && published <= 4 * bound {
         n += 1;
         let body = payload(n, &pad);
         loop {
@@ -292,6 +317,9 @@ fn never_reading_subscriber_is_disconnected_within_a_bounded_backlog() {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
+    eprintln!(
+        "send_buffer {send_buffer}, mark {high}, receive buffer {rcvbuf}: disconnected after {published} bytes"
+    );
     assert_eq!(
         sum(&server, |s| s.slow_consumer_disconnects()),
         1,
@@ -299,8 +327,8 @@ fn never_reading_subscriber_is_disconnected_within_a_bounded_backlog() {
     );
     assert!(
         published <= bound,
-        "disconnected only after {published} bytes were published (bound {bound}: mark {HIGH}, SO_SNDBUF \
-         {send_buffer}, receive buffer {rcvbuf})"
+        "disconnected only after {published} bytes were published (bound {bound}: mark {high}, receive buffer \
+         {rcvbuf}, send_buffer {send_buffer})"
     );
     // What the kernel held, then the end of the stream.
     let end = loop {

@@ -188,7 +188,9 @@ impl Core {
 
     /// Applies the slow-consumer policy when the queue plus what the kernel holds for the connection is over the
     /// high-water mark. Conflated topics go first: a slow subscriber keeps only the newest queued message of each,
-    /// and is never disconnected for them.
+    /// and is never disconnected for them (a queue of such messages alone is measured against the mark without the
+    /// kernel's part, which conflation cannot reach). `DropOldest` never drops the newest queued frame, so even
+    /// behind a kernel buffer that fills the mark by itself the subscriber ends on the newest message.
     pub(super) fn enforce_high_water(&mut self, key: usize) {
         let config = &self.shared.config;
         // The most the kernel can hold with a configured SO_SNDBUF (it doubles the value); 0: autotuned, unknown.
@@ -205,7 +207,8 @@ impl Core {
                 kernel_queued(conn.fd)
             };
         // What our own queue may keep.
-        let high = config.write_high_water.saturating_sub(kernel);
+        let mark = config.write_high_water;
+        let high = mark.saturating_sub(kernel);
         if out.bytes <= high {
             return;
         }
@@ -241,17 +244,22 @@ impl Core {
             if out.bytes <= high {
                 return;
             }
+            if out.bytes <= mark && out.frames.iter().all(|f| f.topic != 0 || f.control) {
+                // Only the newest message of each conflated topic (and control frames) is left.
+                return;
+            }
         }
         match self.shared.config.slow_consumer {
             SlowConsumerPolicy::DropOldest => {
                 let keep_head = out.head_written > 0;
+                let newest = out.frames.len().saturating_sub(1);
                 let mut dropped = 0u64;
                 let mut idx = 0usize;
                 let mut bytes = out.bytes;
                 out.frames.retain(|f| {
                     let i = idx;
                     idx += 1;
-                    if bytes <= high || f.control || (i == 0 && keep_head) {
+                    if bytes <= high || f.control || (i == 0 && keep_head) || i == newest {
                         return true;
                     }
                     bytes -= f.bytes.len();
