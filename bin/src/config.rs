@@ -543,6 +543,16 @@ mod tests {
     }
 
     #[test]
+    fn send_buffer_defaults_to_autotuning_and_takes_a_size() {
+        assert_eq!(parse(&[]).resolve().unwrap().send_buffer, 0);
+        let c = parse(&["--send-buffer", "64KiB"]).resolve().unwrap();
+        assert_eq!(c.send_buffer, 64 << 10);
+        let c = parse(&["--send-buffer", "0"]).resolve().unwrap();
+        assert_eq!(c.send_buffer, 0);
+        assert!(parse(&["--send-buffer", "lots"]).resolve().is_err());
+    }
+
+    #[test]
     fn pubsub_knobs_from_flags() {
         let c = parse(&[
             "--history-messages",
