@@ -89,9 +89,15 @@ pub(crate) struct ServeArgs {
     /// Most HTTP request headers, 431 over it [default: 64]
     #[arg(long, value_name = "N")]
     pub max_headers: Option<usize>,
-    /// Queued output per connection before the slow-consumer policy applies [default: 4MiB]
+    /// Output queued per connection (ours plus the kernel's send buffer) before the slow-consumer policy applies
+    /// [default: 4MiB]
     #[arg(long, value_name = "SIZE")]
     pub write_high_water: Option<String>,
+    /// SO_SNDBUF of accepted connections; 0 keeps the kernel's autotuning (up to net.ipv4.tcp_wmem's maximum).
+    /// A smaller one keeps more of a slow client's backlog where conflation and the drop policy reach it
+    /// [default: 0]
+    #[arg(long, value_name = "SIZE")]
+    pub send_buffer: Option<String>,
     /// What to do with a slow consumer [default: disconnect]
     #[arg(long, value_enum)]
     pub slow_consumer: Option<PolicyArg>,
@@ -291,6 +297,7 @@ impl ServeArgs {
             max_head_bytes,
             max_headers,
             write_high_water,
+            send_buffer,
             slow_consumer,
             read_buffer_size,
             history_messages,
@@ -393,6 +400,7 @@ impl ServeArgs {
                 &a.write_high_water,
                 &mut c.write_high_water,
             ),
+            ("send-buffer", &a.send_buffer, &mut c.send_buffer),
             (
                 "read-buffer-size",
                 &a.read_buffer_size,
@@ -540,6 +548,16 @@ mod tests {
         Cmd::try_parse_from(std::iter::once("ringcast").chain(args.iter().copied()))
             .unwrap()
             .serve
+    }
+
+    #[test]
+    fn send_buffer_defaults_to_autotuning_and_takes_a_size() {
+        assert_eq!(parse(&[]).resolve().unwrap().send_buffer, 0);
+        let c = parse(&["--send-buffer", "64KiB"]).resolve().unwrap();
+        assert_eq!(c.send_buffer, 64 << 10);
+        let c = parse(&["--send-buffer", "0"]).resolve().unwrap();
+        assert_eq!(c.send_buffer, 0);
+        assert!(parse(&["--send-buffer", "lots"]).resolve().is_err());
     }
 
     #[test]

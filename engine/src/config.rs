@@ -81,8 +81,19 @@ pub struct Config {
     pub max_head_bytes: usize,
     /// Most HTTP request headers (431 over it).
     pub max_headers: usize,
-    /// Queued output bytes per connection above which the slow-consumer policy applies.
+    /// Output bytes queued for one connection above which the slow-consumer policy applies: ringcast's own queue
+    /// plus what waits in the kernel's send buffer (`SIOCOUTQ`: unsent and unacknowledged), so a backlog parked in
+    /// the kernel counts too.
     pub write_high_water: usize,
+    /// `SO_SNDBUF` of every accepted connection, in bytes (the kernel doubles it for its bookkeeping and caps it
+    /// at `net.core.wmem_max`); 0, the default, sets nothing and leaves the kernel's autotuning (up to
+    /// `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default). The high-water mark counts the kernel's send queue either
+    /// way, so a slow client's backlog stays near the mark (or this buffer, if larger) with or without it; it
+    /// moves where that backlog waits: a smaller kernel buffer keeps more of it in ringcast's queue, where
+    /// conflation and `DropOldest` can still thin it (what the kernel holds is delivered as is). 64 KiB still
+    /// fills a 5 MB/s connection at 25 ms round-trip time; too small a value limits every connection's throughput
+    /// on long paths. Sets a limit only: an idle connection's memory is the same.
+    pub send_buffer: usize,
     /// The slow-consumer policy.
     pub slow_consumer: SlowConsumerPolicy,
     /// Size of each core's shared read buffer.
@@ -176,6 +187,7 @@ impl Default for Config {
             max_head_bytes: 8 * 1024,
             max_headers: 64,
             write_high_water: 4 << 20,
+            send_buffer: 0,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             read_buffer_size: 64 * 1024,
             events_per_wake: 1024,

@@ -248,6 +248,7 @@ impl Core {
             close_fd(fd);
             return;
         }
+        set_send_buffer(fd, self.shared.config.send_buffer);
         self.update_clock();
         let reject = self.conns.len() >= limit;
         let key = self.conns.vacant_key();
@@ -893,6 +894,32 @@ fn set_nonblocking_nodelay(fd: RawFd) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sets `SO_SNDBUF` to `bytes` (0: leave the kernel's autotuning). Best effort: a refusal leaves the default.
+fn set_send_buffer(fd: RawFd, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: SO_SNDBUF reads one c_int from a valid pointer of the given length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Bytes waiting in the kernel's send buffer of `fd` (unsent plus unacknowledged; `SIOCOUTQ`), 0 when unknown.
+pub(crate) fn kernel_queued(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ for sockets) writes one c_int through the valid, exclusively borrowed pointer.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if r < 0 { 0 } else { n.max(0) as usize }
 }
 
 /// Runs one core until shutdown has drained it. Must be called inside a monoio runtime with timers enabled.

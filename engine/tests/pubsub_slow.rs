@@ -2,7 +2,9 @@
 //! while ~20 MB of messages are published (write_high_water 256 KiB). `Disconnect` closes it (1008 or EOF, counted);
 //! `DropOldest` drops its oldest queued messages (counted) and keeps it open, its stream increasing with gaps and
 //! ending with the newest message; a conflated topic (`ticks.*`) keeps only its newest messages (counted) and never
-//! disconnects it. Healthy subscribers on both cores get every seq meanwhile.
+//! disconnects it. Healthy subscribers on both cores get every seq meanwhile. A subscriber with default buffers that
+//! never reads is disconnected before more than the mark + its receive buffer is published, with the kernel's
+//! send-buffer autotuning (the default) and with a small `send_buffer`: the mark counts the kernel's send queue.
 #![allow(clippy::unwrap_used)]
 
 mod pubsub_common;
@@ -240,5 +242,104 @@ fn conflated_topic_keeps_the_newest_and_never_disconnects() {
     server.publisher().publish_json(topic, "1").unwrap();
     assert_eq!(slow.msg().seq, Some(MESSAGES + 1));
     drop(slow);
+    pc::stop(server);
+}
+
+/// A subscriber with the kernel's default buffers that never reads, on the default configuration (no `SO_SNDBUF`:
+/// the kernel autotunes the send buffer, on loopback up to `net.ipv4.tcp_wmem`'s maximum). With the mark set to
+/// that maximum, a mark counting only ringcast's own queue would let the kernel park a full send buffer *and* the
+/// queue fill to the mark (about twice the mark); counting the kernel's send queue keeps the backlog published
+/// before the disconnect under the mark + the subscriber's receive buffer.
+#[test]
+fn never_reading_subscriber_with_the_default_send_buffer_is_held_to_the_mark() {
+    let cfg = Config::default();
+    assert_eq!(cfg.send_buffer, 0, "the default leaves autotuning");
+    never_reading_subscriber_is_disconnected_within(cfg.send_buffer, tcp_wmem_max());
+}
+
+/// The same with `send_buffer` set to 64 KiB and a 256 KiB mark: the kernel may hold at most 128 KiB (it doubles
+/// the value), so the disconnect comes at the mark + the receive buffer; without the `SO_SNDBUF` the kernel's
+/// autotuned buffer alone (megabytes on loopback) would be far past it.
+#[test]
+fn never_reading_subscriber_with_a_small_send_buffer_is_held_to_the_mark() {
+    never_reading_subscriber_is_disconnected_within(64 * 1024, 256 * 1024);
+}
+
+/// The kernel's ceiling for an autotuned send buffer (third field of `net.ipv4.tcp_wmem`; 4 MiB if unreadable).
+fn tcp_wmem_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        .unwrap_or(4 << 20)
+}
+
+/// Publishes 4 KiB messages one at a time to a subscriber that never reads (each handed to its socket before the
+/// next) until the disconnect policy applies, and asserts that what was published by then is within the mark +
+/// the subscriber's receive buffer (+ a few messages in flight).
+fn never_reading_subscriber_is_disconnected_within(send_buffer: usize, high: usize) {
+    const MSG: usize = 4096;
+    let cfg = Config {
+        send_buffer,
+        write_high_water: high,
+        ..config(SlowConsumerPolicy::Disconnect, &[])
+    };
+    let server = pc::start(cfg);
+    let topic = pc::topic_owned_by("slow.k", 0);
+    let slow = pc::RawWs::connect(server.local_addr(), None);
+    let rcvbuf = socket2::SockRef::from(&slow.stream)
+        .recv_buffer_size()
+        .unwrap();
+    let mut slow = slow;
+    slow.sub(&topic, None, 1);
+    let bound = high + rcvbuf + 4 * MSG;
+    let p = server.publisher();
+    let pad = "x".repeat(MSG);
+    let mut published = 0usize;
+    let mut n = 0u64;
+    // Publish one message at a time, each handed to the subscriber's socket before the next, until the policy
+    // applies (or far past the bound).
+    while sum(&server, |s| s.slow_consumer_disconnects()) == 0 && published <= 4 * bound {
+        n += 1;
+        let body = payload(n, &pad);
+        loop {
+            match p.publish_json(&topic, body.clone()) {
+                Ok(()) => break,
+                Err(PublishError::Backpressure) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        published += body.len();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sum(&server, |s| s.deliveries()) < n
+            && sum(&server, |s| s.slow_consumer_disconnects()) == 0
+        {
+            assert!(Instant::now() < deadline, "message {n} was not delivered");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    eprintln!(
+        "send_buffer {send_buffer}, mark {high}, receive buffer {rcvbuf}: disconnected after {published} bytes"
+    );
+    assert_eq!(
+        sum(&server, |s| s.slow_consumer_disconnects()),
+        1,
+        "not disconnected after {published} bytes"
+    );
+    assert!(
+        published <= bound,
+        "disconnected only after {published} bytes were published (bound {bound}: mark {high}, receive buffer \
+         {rcvbuf}, send_buffer {send_buffer})"
+    );
+    // What the kernel held, then the end of the stream.
+    let end = loop {
+        match slow.next() {
+            pc::Frame::Text(_) => {}
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(end, pc::Frame::Close(Some(1008)) | pc::Frame::Eof),
+        "slow subscriber ended with {end:?}"
+    );
     pc::stop(server);
 }

@@ -1,5 +1,17 @@
 //! Owns the `echo` and `churn` workloads: WebSocket connections keeping a window of masked messages in flight (or
 //! sending at a fixed rate) and timing each round trip; and connect-exchange-close cycles.
+//!
+//! The echo client is built to cost as little per message as possible, so that one core of it can drive a server
+//! harder than the server's own core can answer:
+//! - each connection encodes its window of masked frames **once** (every frame with its own masking key) and sends
+//!   the first `k` of them with one write whenever `k` echoes came back. The same frames, masking keys included,
+//!   are therefore sent again and again. RFC 6455 asks a client for a fresh unpredictable key per frame to protect
+//!   intermediaries' caches from crafted payloads; a load generator talking to a server under test has no such
+//!   intermediary, and the server's work (unmasking every byte) is the same for a reused key;
+//! - echoes are counted from frame headers only: data payloads are skipped where they lie in the read buffer, never
+//!   copied, unmasked or validated (a wrong echo is the server's business; its size is still counted);
+//! - round trips are timed per send batch: a FIFO of `(written at, messages)`, one clock read per read or write
+//!   and one histogram update per batch, not per message.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -8,7 +20,9 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ringcast_protocol::ws::{Message, OpCode};
+use monoio::buf::IoBuf;
+use monoio::io::AsyncWriteRentExt;
+use ringcast_protocol::ws::{MAX_CONTROL_PAYLOAD, Message, OpCode, encode_client_frame};
 
 use crate::cli::{ChurnArgs, EchoArgs};
 use crate::net::{Conn, MaskRng, Sources, connect, failure_reason, ws_decoder};
@@ -17,6 +31,9 @@ use crate::stats::Tally;
 
 /// How long to wait for outstanding echoes after the run.
 const DRAIN: Duration = Duration::from_secs(2);
+
+/// The latency histogram's upper bound in µs (as in `stats`); larger round trips are clamped to it.
+const MAX_US: u64 = 60_000_000;
 
 fn sources(ctx: &ThreadCtx) -> Sources {
     Sources {
@@ -68,7 +85,136 @@ fn decode_all(
     Ok(got)
 }
 
-/// One echo connection's run: window (or rate) sends, FIFO round-trip timing, drain at the end.
+/// A connection's window of masked frames, encoded once (see the module docs on reusing masking keys).
+struct Window {
+    /// `frames` whole client frames of identical length back to back, so any prefix of whole frames is valid.
+    bytes: Vec<u8>,
+    /// Length of one frame (header + masking key + payload).
+    frame: usize,
+}
+
+impl Window {
+    /// Encodes `count` frames of `opcode` carrying `payload`, each with its own masking key from `rng`.
+    fn new(opcode: OpCode, payload: &[u8], count: usize, rng: &mut MaskRng) -> Window {
+        let mut bytes = Vec::new();
+        for _ in 0..count {
+            encode_client_frame(&mut bytes, true, opcode, payload, rng);
+        }
+        let frame = bytes.len() / count.max(1);
+        Window { bytes, frame }
+    }
+}
+
+/// What [`EchoScan::scan`] found in a batch of input.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Scanned {
+    /// Input bytes consumed (the rest is an incomplete header or control frame, to be read again with more input).
+    consumed: usize,
+    /// Whole data messages that ended in this batch.
+    messages: usize,
+    /// Data payload bytes in this batch.
+    payload: u64,
+}
+
+/// Counts echoed messages by reading frame headers only: data payloads are skipped in place (never copied or
+/// decoded, and one may span reads), pings are answered, a close or a malformed header fails the connection.
+#[derive(Debug, Default)]
+struct EchoScan {
+    /// Payload bytes of the current data frame not yet seen.
+    skip: u64,
+    /// The current data frame is the last of its message.
+    fin: bool,
+    /// A fragmented data message is open.
+    open: bool,
+}
+
+fn bad(reason: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason)
+}
+
+impl EchoScan {
+    /// Scans `input`; appends the payload of every ping (to be answered with a pong) to `pings`.
+    ///
+    /// # Errors
+    /// `closed_by_server` on a close frame, `protocol_error` on a header a server must not send.
+    fn scan(&mut self, input: &[u8], pings: &mut Vec<Vec<u8>>) -> io::Result<Scanned> {
+        let mut out = Scanned::default();
+        let mut pos = 0usize;
+        loop {
+            if self.skip > 0 {
+                let avail = (input.len() - pos) as u64;
+                let n = self.skip.min(avail);
+                self.skip -= n;
+                out.payload += n;
+                pos += n as usize;
+                if self.skip > 0 {
+                    break;
+                }
+                if self.fin {
+                    out.messages += 1;
+                    self.fin = false;
+                }
+            }
+            let rest = input.get(pos..).unwrap_or_default();
+            let (&b0, &b1) = match (rest.first(), rest.get(1)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => break,
+            };
+            if b0 & 0x70 != 0 || b1 & 0x80 != 0 {
+                return Err(bad("protocol_error"));
+            }
+            let fin = b0 & 0x80 != 0;
+            let (len, hlen) = match b1 & 0x7f {
+                126 => match rest.get(2..4) {
+                    Some(&[a, b]) => (u64::from(u16::from_be_bytes([a, b])), 4),
+                    _ => break,
+                },
+                127 => match rest.get(2..10).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+                    Some(b) => (u64::from_be_bytes(b), 10),
+                    None => break,
+                },
+                n => (u64::from(n), 2),
+            };
+            match OpCode::from_u8(b0 & 0x0f) {
+                Some(OpCode::Binary | OpCode::Text) if !self.open => {
+                    self.open = !fin;
+                }
+                Some(OpCode::Continuation) if self.open => {
+                    self.open = !fin;
+                }
+                Some(OpCode::Ping) if fin && len <= MAX_CONTROL_PAYLOAD as u64 => {
+                    let end = hlen + len as usize;
+                    let Some(p) = rest.get(hlen..end) else { break };
+                    pings.push(p.to_vec());
+                    pos += end;
+                    continue;
+                }
+                Some(OpCode::Pong) if fin && len <= MAX_CONTROL_PAYLOAD as u64 => {
+                    let end = hlen + len as usize;
+                    if rest.len() < end {
+                        break;
+                    }
+                    pos += end;
+                    continue;
+                }
+                Some(OpCode::Close) => return Err(bad("closed_by_server")),
+                _ => return Err(bad("protocol_error")),
+            }
+            pos += hlen;
+            self.fin = fin;
+            self.skip = len;
+            if len == 0 && fin {
+                out.messages += 1;
+                self.fin = false;
+            }
+        }
+        out.consumed = pos;
+        Ok(out)
+    }
+}
+
+/// One echo connection's run: window (or rate) sends of pre-encoded frames, round trips timed per send batch
+/// (a FIFO of `(sent at, messages)`), echoes counted from frame headers, drain at the end.
 #[allow(clippy::too_many_arguments)]
 async fn echo_conn(
     mut conn: Conn,
@@ -85,12 +231,14 @@ async fn echo_conn(
     } else {
         OpCode::Binary
     };
-    let payload = vec![b'x'; args.size];
     let window = args.window.max(1);
     let mut rng = MaskRng::new(seed);
-    let mut dec = ws_decoder();
-    let mut times: VecDeque<Instant> = VecDeque::with_capacity(window);
-    let mut pongs: Vec<Vec<u8>> = Vec::new();
+    let mut frames = Window::new(op, &vec![b'x'; args.size], window, &mut rng);
+    let mut scan = EchoScan::default();
+    // Send batches not yet fully echoed: when each was written and how many of its messages are still out.
+    let mut batches: VecDeque<(Instant, usize)> = VecDeque::with_capacity(window);
+    let mut in_flight = 0usize;
+    let mut pings: Vec<Vec<u8>> = Vec::new();
     let interval = (per_conn_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / per_conn_rate));
     // Stagger fixed-rate connections over one interval.
     let mut next_send =
@@ -100,35 +248,39 @@ async fn echo_conn(
         let now = Instant::now();
         if now < deadline {
             if let Some(iv) = interval {
-                if times.is_empty() && next_send > now {
+                if in_flight == 0 && next_send > now {
                     monoio::time::sleep(next_send - now).await;
                 }
                 let now = Instant::now();
-                while next_send <= now && times.len() + to_send < window {
+                while next_send <= now && in_flight + to_send < window {
                     to_send += 1;
                     next_send += iv;
                 }
             }
-            if to_send > 0 {
-                let now = Instant::now();
-                for _ in 0..to_send {
-                    conn.push_frame(op, &payload, &mut rng);
-                    times.push_back(now);
-                }
-                ctx.control
-                    .sent
-                    .fetch_add(to_send as u64, Ordering::Relaxed);
-                tally.borrow_mut().sent += to_send as u64;
-                to_send = 0;
+        } else {
+            to_send = 0;
+            if in_flight == 0 {
+                break;
             }
-        } else if times.is_empty() {
-            break;
         }
-        for p in pongs.drain(..) {
+        for p in pings.drain(..) {
             conn.push_frame(OpCode::Pong, &p, &mut rng);
         }
         conn.flush().await?;
-        if times.is_empty() {
+        if to_send > 0 {
+            let len = to_send * frames.frame;
+            let (res, slice) = conn.stream.write_all(frames.bytes.slice(0..len)).await;
+            frames.bytes = slice.into_inner();
+            res?;
+            batches.push_back((Instant::now(), to_send));
+            in_flight += to_send;
+            ctx.control
+                .sent
+                .fetch_add(to_send as u64, Ordering::Relaxed);
+            tally.borrow_mut().sent += to_send as u64;
+            to_send = 0;
+        }
+        if in_flight == 0 {
             continue;
         }
         if now >= deadline {
@@ -140,23 +292,31 @@ async fn echo_conn(
         } else {
             conn.fill().await?;
         }
-        let got = decode_all(&mut conn, &mut dec, &mut pongs)?;
-        if got > times.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "unsolicited_message",
-            ));
+        let s = scan.scan(conn.input(), &mut pings)?;
+        conn.consume(s.consumed);
+        let got = s.messages;
+        if got > in_flight {
+            return Err(bad("unsolicited_message"));
         }
+        in_flight -= got;
         let now = Instant::now();
         let mut t = tally.borrow_mut();
-        for _ in 0..got {
-            if let Some(sent_at) = times.pop_front() {
-                t.latency
-                    .record_us(now.duration_since(sent_at).as_micros() as u64);
+        let mut left = got;
+        while left > 0 {
+            let Some(front) = batches.front_mut() else {
+                break;
+            };
+            let n = left.min(front.1);
+            let us = (now.duration_since(front.0).as_micros() as u64).clamp(1, MAX_US);
+            let _ = t.latency.0.record_n(us, n as u64);
+            left -= n;
+            front.1 -= n;
+            if front.1 == 0 {
+                batches.pop_front();
             }
         }
         t.received += got as u64;
-        t.bytes += (got * args.size) as u64;
+        t.bytes += s.payload;
         drop(t);
         ctx.control
             .received
@@ -347,4 +507,87 @@ pub async fn churn_thread(ctx: ThreadCtx, args: ChurnArgs) -> Tally {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     tally.borrow().clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringcast_protocol::ws::encode_server_frame;
+
+    fn frame(op: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode_server_frame(&mut v, fin, op, payload);
+        v
+    }
+
+    /// Feeds `stream` to a scanner in chunks of `step` bytes (keeping what it did not consume, as the connection
+    /// does); returns messages, payload bytes and pings.
+    fn scan_in_chunks(stream: &[u8], step: usize) -> io::Result<(usize, u64, Vec<Vec<u8>>)> {
+        let mut scan = EchoScan::default();
+        let mut pings = Vec::new();
+        let (mut msgs, mut bytes) = (0, 0);
+        let mut buf: Vec<u8> = Vec::new();
+        for chunk in stream.chunks(step) {
+            buf.extend_from_slice(chunk);
+            let s = scan.scan(&buf, &mut pings)?;
+            buf.drain(..s.consumed);
+            msgs += s.messages;
+            bytes += s.payload;
+        }
+        assert!(buf.is_empty(), "{} bytes left unconsumed", buf.len());
+        Ok((msgs, bytes, pings))
+    }
+
+    #[test]
+    fn counts_messages_across_any_split() {
+        let mut stream = Vec::new();
+        stream.extend(frame(OpCode::Binary, true, &[7; 32]));
+        stream.extend(frame(OpCode::Ping, true, b"hi"));
+        stream.extend(frame(OpCode::Binary, true, &[1; 300])); // 16-bit length
+        stream.extend(frame(OpCode::Text, false, b"ab")); // fragmented: counted once, at its end
+        stream.extend(frame(OpCode::Pong, true, b""));
+        stream.extend(frame(OpCode::Continuation, true, b"cd"));
+        stream.extend(frame(OpCode::Binary, true, &[2; 70_000])); // 64-bit length
+        stream.extend(frame(OpCode::Binary, true, b"")); // empty message
+        for step in [1, 2, 3, 7, 64, 4096, stream.len()] {
+            let (msgs, bytes, pings) = scan_in_chunks(&stream, step).unwrap();
+            assert_eq!(msgs, 5, "step {step}");
+            assert_eq!(bytes, 32 + 300 + 4 + 70_000, "step {step}");
+            assert_eq!(pings, vec![b"hi".to_vec()], "step {step}");
+        }
+    }
+
+    #[test]
+    fn close_and_bad_headers_fail() {
+        let close = frame(OpCode::Close, true, &1000u16.to_be_bytes());
+        let e = scan_in_chunks(&close, 5).unwrap_err();
+        assert_eq!(failure_reason(&e), "closed_by_server");
+        let mut masked = frame(OpCode::Binary, true, b"x");
+        masked[1] |= 0x80;
+        assert_eq!(
+            failure_reason(&scan_in_chunks(&masked, 9).unwrap_err()),
+            "protocol_error"
+        );
+        let stray = frame(OpCode::Continuation, true, b"x");
+        assert!(scan_in_chunks(&stray, 9).is_err());
+    }
+
+    #[test]
+    fn window_frames_are_whole_masked_client_frames() {
+        let mut rng = MaskRng::new(3);
+        let w = Window::new(OpCode::Binary, &[b'x'; 32], 4, &mut rng);
+        assert_eq!((w.frame, w.bytes.len()), (38, 4 * 38));
+        let mut dec = ringcast_protocol::ws::Decoder::<ringcast_protocol::ws::Server>::new(
+            Default::default(),
+        );
+        let mut buf = w.bytes.clone();
+        let mut pos = 0;
+        let mut n = 0;
+        while let (used, Some(m)) = dec.decode(&mut buf[pos..]).unwrap() {
+            pos += used;
+            assert_eq!(m, Message::Binary(&[b'x'; 32][..]));
+            n += 1;
+        }
+        assert_eq!(n, 4);
+    }
 }

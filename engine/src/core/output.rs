@@ -1,6 +1,7 @@
 //! Output on a core: staged replies handed to the kernel with one write per connection per turn, what the kernel
 //! refuses kept in the connection's bounded queue (shared `Bytes`, no copy for fan-out) and drained on EPOLLOUT, the
-//! slow-consumer policy and conflation, and finishing a close once the queue is empty.
+//! slow-consumer policy and conflation (over a high-water mark that counts the kernel's send buffer too), and
+//! finishing a close once the queue is empty.
 
 use super::*;
 
@@ -185,13 +186,29 @@ impl Core {
         }
     }
 
-    /// Applies the slow-consumer policy when the queue is over the high-water mark. Conflated topics go first: a
-    /// slow subscriber keeps only the newest queued message of each, and is never disconnected for them.
+    /// Applies the slow-consumer policy when the queue plus what the kernel holds for the connection is over the
+    /// high-water mark. Conflated topics go first: a slow subscriber keeps only the newest queued message of each,
+    /// and is never disconnected for them (a queue of such messages alone is measured against the mark without the
+    /// kernel's part, which conflation cannot reach). `DropOldest` never drops the newest queued frame, so even
+    /// behind a kernel buffer that fills the mark by itself the subscriber ends on the newest message.
     pub(super) fn enforce_high_water(&mut self, key: usize) {
-        let high = self.shared.config.write_high_water;
+        let config = &self.shared.config;
+        // The most the kernel can hold with a configured SO_SNDBUF (it doubles the value); 0: autotuned, unknown.
+        let kernel_cap = config.send_buffer.saturating_mul(2);
         let conn = &mut self.conns[key];
         let already_closing = conn.state == State::Closing && conn.has(ERRORED);
         let Some(out) = conn.out.as_mut() else { return };
+        // Only reached when the kernel refused bytes, so its send buffer is full: ask it how much that is (one
+        // ioctl), unless even a full one could not reach the mark.
+        let kernel =
+            if kernel_cap > 0 && out.bytes.saturating_add(kernel_cap) <= config.write_high_water {
+                0
+            } else {
+                kernel_queued(conn.fd)
+            };
+        // What our own queue may keep.
+        let mark = config.write_high_water;
+        let high = mark.saturating_sub(kernel);
         if out.bytes <= high {
             return;
         }
@@ -227,17 +244,22 @@ impl Core {
             if out.bytes <= high {
                 return;
             }
+            if out.bytes <= mark && out.frames.iter().all(|f| f.topic != 0 || f.control) {
+                // Only the newest message of each conflated topic (and control frames) is left.
+                return;
+            }
         }
         match self.shared.config.slow_consumer {
             SlowConsumerPolicy::DropOldest => {
                 let keep_head = out.head_written > 0;
+                let newest = out.frames.len().saturating_sub(1);
                 let mut dropped = 0u64;
                 let mut idx = 0usize;
                 let mut bytes = out.bytes;
                 out.frames.retain(|f| {
                     let i = idx;
                     idx += 1;
-                    if bytes <= high || f.control || (i == 0 && keep_head) {
+                    if bytes <= high || f.control || (i == 0 && keep_head) || i == newest {
                         return true;
                     }
                     bytes -= f.bytes.len();

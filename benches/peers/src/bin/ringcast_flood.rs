@@ -3,7 +3,8 @@
 //! open), publishes the same 64-byte payload as the peers' flood into `load.0` as fast as the engine accepts it, never
 //! more than `RING/2` messages ahead of what the sockets actually took (bytes written divided by the size of one
 //! message's frames to all subscribers), for the flood duration. Usage: `ringcast-flood --listen ADDR --cpu 1
-//! --driver uring|epoll --flood-subs N --flood-secs S`.
+//! --driver uring|epoll --flood-subs N --flood-secs S [--send-buffer BYTES]` (the last for experiments: the suite
+//! keeps the engine's default).
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ fn main() {
             }
             "--flood-subs" => subs = v.parse().expect("--flood-subs N"),
             "--flood-secs" => secs = v.parse().expect("--flood-secs S"),
+            // Experiments only (the suite keeps the engine's default).
+            "--send-buffer" => cfg.send_buffer = v.parse().expect("--send-buffer BYTES"),
             _ => panic!("unknown flag {flag}"),
         }
     }
