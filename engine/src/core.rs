@@ -124,6 +124,10 @@ pub(crate) struct Core {
     topics: Topics,
     /// Shared output staged this turn: (connection key, control, conflation slot, bytes).
     staged: Vec<(u32, bool, u32, Bytes)>,
+    /// Topics whose live messages of this turn wait in their `LocalTopic::batch` (see `pubsub::flush_batches`).
+    batched: Vec<Arc<str>>,
+    /// Reused list of one subscriber's frames while a batch is written.
+    batch_group: Vec<(u32, bool, u32, Bytes)>,
     /// Connections with newly queued output.
     dirty: Vec<usize>,
     /// Connections whose waiting HTTP request was answered this turn and may have pipelined requests behind it.
@@ -206,6 +210,8 @@ impl Core {
             outbox_waiting: false,
             topics: Topics::new(),
             staged: Vec::new(),
+            batched: Vec::new(),
+            batch_group: Vec::new(),
             dirty: Vec::new(),
             resume_http: Vec::new(),
             next_serial: 0,

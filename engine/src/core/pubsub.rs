@@ -60,6 +60,14 @@ pub(crate) struct Sub {
 /// A topic with subscribers on this core.
 pub(crate) struct LocalTopic {
     subs: Vec<Sub>,
+    /// Subscribers in `subs` that read SSE (the others read WebSocket frames).
+    sse_subs: u32,
+    /// This turn's live messages, not yet handed to the subscribers: (WebSocket frame, SSE event), each encoded
+    /// only when some subscriber needs that form. Written per subscriber at the end of the turn, one `writev` for
+    /// all of them, with no per-delivery entry. They are turned into per-delivery entries first (`materialize`) when a
+    /// subscriber joins or a message needs per-subscriber handling (a gap, conflation), so a subscriber never gets
+    /// a message batched before it joined (its replay has those) and every subscriber gets its messages in order.
+    batch: Vec<(Option<Bytes>, Option<Bytes>)>,
     /// Subscribe requests sent to the owner and not yet answered.
     pending: u32,
     /// The last seq delivered here (0: none yet).
@@ -185,6 +193,7 @@ impl Core {
         // its own subscribers, so the cores fan out in parallel.
         self.outbox.flush(&self.mesh);
         self.flush_staged();
+        self.flush_batches();
         self.outbox_waiting = self.outbox.flush(&self.mesh);
         add(&self.stats.bus_dropped, self.outbox.dropped);
         self.outbox.dropped = 0;
@@ -457,6 +466,8 @@ impl Core {
             .entry(topic.clone())
             .or_insert_with(|| LocalTopic {
                 subs: Vec::new(),
+                sse_subs: 0,
+                batch: Vec::new(),
                 pending: 0,
                 last_seq: 0,
                 conflate,
@@ -494,6 +505,8 @@ impl Core {
     }
 
     fn leave_local(&mut self, topic: &Arc<str>, key: u32, serial: u32) {
+        // No `materialize` here: a connection that unsubscribes or closes need not get this turn's batched
+        // messages, and the subscribers that stay get them at the end of the turn whatever the order of `subs`.
         let Some(lt) = self.topics.local.get_mut(topic) else {
             return;
         };
@@ -502,7 +515,8 @@ impl Core {
             .iter()
             .position(|s| s.key == key && s.serial == serial)
         {
-            lt.subs.swap_remove(i);
+            let gone = lt.subs.swap_remove(i);
+            lt.sse_subs -= u32::from(gone.sse);
             sub(&self.stats.subscribers, 1);
         }
         self.drop_local_if_unused(topic);
@@ -558,6 +572,7 @@ impl Core {
         entries: Vec<(u64, Bytes)>,
         last: u64,
     ) {
+        self.materialize(&topic);
         let Some(lt) = self.topics.local.get_mut(&topic) else {
             return;
         };
@@ -642,6 +657,7 @@ impl Core {
                 serial,
                 sse,
             });
+            lt.sse_subs += u32::from(sse);
             add(&self.stats.subscribers, 1);
         }
     }
@@ -657,6 +673,31 @@ impl Core {
         let gap = lt.last_seq != 0 && seq > lt.last_seq + 1;
         lt.last_seq = seq;
         let (slot, conflate) = (lt.slot, lt.conflate);
+        if !gap && !conflate {
+            // The common case: one more message for the same subscribers, written at the end of the turn.
+            let n = lt.subs.len();
+            let sse_n = lt.sse_subs as usize;
+            if n == 0 {
+                return;
+            }
+            let ws = (sse_n < n).then(|| {
+                let mut b = BytesMut::with_capacity(data.len() + topic.len() + 64);
+                write_msg(&mut b, topic, seq, data);
+                ws_text(&b)
+            });
+            let sse = (sse_n > 0).then(|| sse_msg(seq, data));
+            if lt.batch.is_empty() {
+                self.batched.push(topic.clone());
+            }
+            lt.batch.push((ws, sse));
+            add(&self.stats.deliveries, n as u64);
+            return;
+        }
+        // A gap or a conflated topic needs per-subscriber entries; what was batched before goes first.
+        self.materialize(topic);
+        let Some(lt) = self.topics.local.get_mut(topic) else {
+            return;
+        };
         let subs = std::mem::take(&mut lt.subs);
         let mut ws: Option<Bytes> = None;
         let mut sse: Option<Bytes> = None;
@@ -869,6 +910,79 @@ impl Core {
         }
         self.stage_shared(key, Bytes::from(out), true, 0);
         self.resume_http.push(key);
+    }
+
+    /// Turns a topic's batched messages into per-subscriber staged entries (in order, behind whatever each
+    /// subscriber already has staged), before a subscriber joins or a message needs per-subscriber work.
+    fn materialize(&mut self, topic: &Arc<str>) {
+        let Some(lt) = self.topics.local.get_mut(topic) else {
+            return;
+        };
+        if lt.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut lt.batch);
+        let subs = lt.subs.clone();
+        for (ws, sse) in &batch {
+            for s in &subs {
+                if self
+                    .conns
+                    .get(s.key as usize)
+                    .is_none_or(|c| c.serial != s.serial)
+                {
+                    continue;
+                }
+                let frame = if s.sse { sse } else { ws };
+                if let Some(f) = frame {
+                    self.stage_shared(s.key as usize, f.clone(), false, 0);
+                }
+            }
+        }
+    }
+
+    /// Writes every batched topic's messages of this turn: per subscriber one `writev` of all of them (what the
+    /// kernel refuses is queued, as for staged output). Runs after `flush_staged`, so control answers and each
+    /// subscriber's staged entries (replays, resets: all older than its batched messages) go first.
+    fn flush_batches(&mut self) {
+        let topics = std::mem::take(&mut self.batched);
+        let mut group = std::mem::take(&mut self.batch_group);
+        for topic in &topics {
+            let Some(lt) = self.topics.local.get_mut(topic) else {
+                continue;
+            };
+            let batch = std::mem::take(&mut lt.batch);
+            if batch.is_empty() {
+                continue;
+            }
+            // A snapshot: writing can close a connection, which leaves the topic.
+            let subs = lt.subs.clone();
+            for s in &subs {
+                let key = s.key as usize;
+                match self.conns.get_mut(key) {
+                    Some(c) if c.serial == s.serial => {
+                        if s.sse {
+                            c.last_heard = self.now;
+                        }
+                    }
+                    _ => continue,
+                }
+                group.clear();
+                group.extend(batch.iter().filter_map(|(ws, sse)| {
+                    let f = if s.sse { sse } else { ws };
+                    f.as_ref().map(|b| (s.key, false, 0, b.clone()))
+                }));
+                if group.is_empty() {
+                    continue;
+                }
+                // A backed-up connection gets them queued behind what waits, under the slow-consumer policy.
+                self.write_shared(key, &mut group);
+            }
+        }
+        group.clear();
+        self.batch_group = group;
+        let mut topics = topics;
+        topics.clear();
+        self.batched = topics;
     }
 
     /// Queues shared bytes for a connection; sent at the end of the turn, one writev per connection.
