@@ -103,7 +103,10 @@ for i in $(seq 0 $((SERVERS - 1))); do
 done
 
 # What the kernel alone charges on this machine for SCALE small deliveries (one send + one receive each), so the
-# publish-to-last-delivery figure can be read against it; run after the load, on a quiet machine.
+# publish-to-last-delivery figure can be read against it. Measured once the servers are gone: while they still
+# close their side of SCALE connections the machine is anything but quiet (at 1M that made the figure 40x).
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 FLOOR=""
 if [ -x "$TARGET_DIR/release/loopback_floor" ]; then
   FLOOR=$("$TARGET_DIR/release/loopback_floor" 5000 100 3 "$SCALE" 2>&1 | tr '\n' '|' || true)
