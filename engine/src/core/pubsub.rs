@@ -516,7 +516,7 @@ impl Core {
             .position(|s| s.key == key && s.serial == serial)
         {
             let gone = lt.subs.swap_remove(i);
-            lt.sse_subs -= u32::from(gone.sse);
+            lt.sse_subs = lt.sse_subs.saturating_sub(u32::from(gone.sse));
             sub(&self.stats.subscribers, 1);
         }
         self.drop_local_if_unused(topic);
