@@ -163,7 +163,7 @@ impl Core {
     }
 
     /// The connection a token names, if it is still the same connection.
-    fn conn_of(&self, token: &Token) -> Option<usize> {
+    pub(super) fn conn_of(&self, token: &Token) -> Option<usize> {
         let key = token.key as usize;
         match self.conns.get(key) {
             Some(c) if c.serial == token.serial && token.core as usize == self.id => Some(key),
@@ -813,6 +813,19 @@ impl Core {
         self.stage_reply(key, &reply);
     }
 
+    /// Takes the HTTP publish a connection waits on (its CORS origin and keep-alive), leaving any other kind of
+    /// wait in place.
+    pub(super) fn take_waiting_publish(&mut self, key: usize) -> Option<(Option<Box<str>>, bool)> {
+        let ext = self.conns[key].ext.as_mut()?;
+        match ext.waiting.as_deref() {
+            Some(Waiting::Publish { .. }) => match ext.waiting.take().map(|w| *w) {
+                Some(Waiting::Publish { cors, keep_alive }) => Some((cors, keep_alive)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// A reply for one WebSocket connection (ack or error), written in this turn.
     fn stage_reply(&mut self, key: usize, json: &[u8]) {
         self.stage_shared(key, ws_text(json), false, 0);
@@ -824,14 +837,8 @@ impl Core {
         };
         match self.conns[key].state {
             State::Waiting => {
-                let (cors, keep_alive) = match self.conns[key]
-                    .ext
-                    .as_mut()
-                    .and_then(|e| e.waiting.take())
-                    .map(|w| *w)
-                {
-                    Some(Waiting::Publish { cors, keep_alive }) => (cors, keep_alive),
-                    _ => return,
+                let Some((cors, keep_alive)) = self.take_waiting_publish(key) else {
+                    return;
                 };
                 let body = json_bytes(|b| write_publish_ok(b, topic, seq));
                 self.finish_waiting(key, 200, &body, cors.as_deref(), keep_alive);

@@ -3,7 +3,6 @@
 use ringcast_protocol::pubsub::{RequestId, write_error};
 
 use super::Core;
-use super::pubsub::Waiting;
 use crate::bus::Token;
 use crate::conn::State;
 
@@ -11,29 +10,13 @@ impl Core {
     /// The bridge could not publish (Redis unreachable or failing): HTTP 503, or a WebSocket error reply
     /// `unavailable`. The message was not stored and will never be delivered.
     pub(super) fn on_publish_failed(&mut self, token: Token, _topic: &str) {
-        let key = token.key as usize;
-        let same = self
-            .conns
-            .get(key)
-            .is_some_and(|c| c.serial == token.serial && token.core as usize == self.id);
-        if !same {
+        let Some(key) = self.conn_of(&token) else {
             return;
-        }
+        };
         match self.conns[key].state {
             State::Waiting => {
-                let (cors, keep_alive) = match self.conns[key]
-                    .ext
-                    .as_mut()
-                    .and_then(|e| e.waiting.take())
-                    .map(|w| *w)
-                {
-                    Some(Waiting::Publish { cors, keep_alive }) => (cors, keep_alive),
-                    other => {
-                        if let Some(e) = self.conns[key].ext.as_mut() {
-                            e.waiting = other.map(Box::new);
-                        }
-                        return;
-                    }
+                let Some((cors, keep_alive)) = self.take_waiting_publish(key) else {
+                    return;
                 };
                 let body = br#"{"error":"Service Unavailable","message":"the message bus (Redis) is unavailable; not published"}"#;
                 self.finish_waiting(key, 503, body, cors.as_deref(), keep_alive);
