@@ -382,8 +382,13 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     tally.borrow_mut().connect_secs = t0.elapsed().as_secs_f64();
+    let received_at_ready = tally.borrow().received;
     ctx.control.set_ready();
     ctx.control.wait_go().await;
+    {
+        let mut t = tally.borrow_mut();
+        t.received_window = t.received - received_at_ready;
+    }
     let ranges = ctx.control.ranges();
     // Keep reading until every subscriber reached its topic's last seq, or the grace period ends.
     let grace = Instant::now() + Duration::from_millis(args.grace_ms);

@@ -111,6 +111,10 @@ pub struct Tally {
     pub received: u64,
     /// Payload bytes received.
     pub bytes: u64,
+    /// Fanout: messages received while the publisher ran (from readiness to the go signal), without the backlog
+    /// drained afterwards.
+    #[serde(default)]
+    pub received_window: u64,
     /// Fanout: seqs missing at the end.
     pub lost: u64,
     /// Fanout: seqs received more than once.
@@ -162,6 +166,7 @@ impl Tally {
         self.connect_secs = self.connect_secs.max(other.connect_secs);
         self.sent += other.sent;
         self.received += other.received;
+        self.received_window += other.received_window;
         self.bytes += other.bytes;
         self.lost += other.lost;
         self.duplicated += other.duplicated;
@@ -244,6 +249,10 @@ pub struct Report {
     pub received: u64,
     /// Messages received per second.
     pub messages_per_sec: f64,
+    /// Fanout: messages received per second while the publisher ran; unlike `messages_per_sec` this leaves out
+    /// the backlog drained after the last publish.
+    #[serde(default)]
+    pub messages_per_sec_window: f64,
     /// Payload bytes received per second.
     pub bytes_per_sec: f64,
     /// Latency percentiles (µs).
@@ -305,6 +314,7 @@ impl Report {
             sent: t.sent,
             received: t.received,
             messages_per_sec: per(t.received),
+            messages_per_sec_window: per(t.received_window),
             bytes_per_sec: per(t.bytes),
             latency_us: t.latency.summary(),
             published: t.published,
@@ -414,6 +424,11 @@ impl fmt::Display for Report {
                 self.lost,
                 self.duplicated,
                 self.out_of_order
+            )?;
+            writeln!(
+                f,
+                "  while publishing: {} deliveries/s (the backlog drained after the last publish left out)",
+                si(self.messages_per_sec_window)
             )?;
         }
         if let Some(l) = &self.latency_us {

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Parser;
 use ringcast_load::app::execute;
@@ -87,17 +88,20 @@ fn frames(r: &mut BufReader<TcpStream>, mut on: impl FnMut(&[u8]) -> bool) {
 }
 
 /// A fake pub/sub server: `/ws` subscribers get an ack, `POST /publish/{t}` numbers messages 1, 2, … and
-/// delivers them; with `faults`, seq 3 is dropped, seq 5 sent twice and seqs 7 and 8 swapped.
-fn fake_pubsub(faults: bool) -> SocketAddr {
+/// delivers them; with `faults`, seq 3 is dropped, seq 5 sent twice and seqs 7 and 8 swapped; with `late`, seqs
+/// 6 to 10 are held back and delivered 500 ms after seq 10 was acknowledged (a backlog drained after publishing).
+fn fake_pubsub(faults: bool, late: bool) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let subs: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
     let seq = Arc::new(AtomicU64::new(0));
     let held: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+    let backlog: Arc<Mutex<Vec<u8>>> = Arc::default();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { continue };
             let (subs, seq, held) = (subs.clone(), seq.clone(), held.clone());
+            let backlog = backlog.clone();
             std::thread::spawn(move || {
                 let mut w = s.try_clone().unwrap();
                 let mut r = BufReader::new(s);
@@ -135,6 +139,19 @@ fn fake_pubsub(faults: bool) -> SocketAddr {
                             out.extend_from_slice(&msg);
                             out.extend(held.lock().unwrap().take().unwrap());
                         }
+                        _ if late && n > 5 => {
+                            backlog.lock().unwrap().extend_from_slice(&msg);
+                            if n == 10 {
+                                let (subs, backlog) = (subs.clone(), backlog.clone());
+                                std::thread::spawn(move || {
+                                    std::thread::sleep(Duration::from_millis(500));
+                                    let late = std::mem::take(&mut *backlog.lock().unwrap());
+                                    for s in subs.lock().unwrap().iter_mut() {
+                                        s.write_all(&late).unwrap();
+                                    }
+                                });
+                            }
+                        }
                         _ => out = msg,
                     }
                     for s in subs.lock().unwrap().iter_mut() {
@@ -166,7 +183,7 @@ fn cli(addr: SocketAddr, rest: &str) -> Cli {
 
 #[test]
 fn fanout_checker_reports_exactly_the_injected_faults() {
-    let addr = fake_pubsub(true);
+    let addr = fake_pubsub(true, false);
     let r = execute(&cli(
         addr,
         "fanout -n 3 -k 1 --messages 10 --rate 0 --duration 10 --grace-ms 2000",
@@ -185,7 +202,7 @@ fn fanout_checker_reports_exactly_the_injected_faults() {
 
 #[test]
 fn fanout_checker_reports_zero_for_a_correct_server() {
-    let addr = fake_pubsub(false);
+    let addr = fake_pubsub(false, false);
     let r = execute(&cli(
         addr,
         "fanout -n 4 -k 1 --messages 20 --rate 0 --duration 10 --grace-ms 2000",
@@ -194,6 +211,23 @@ fn fanout_checker_reports_zero_for_a_correct_server() {
     assert_eq!((r.published, r.expected, r.received), (20, 80, 80), "{r}");
     assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "{r}");
     assert!(r.errors.is_empty(), "{r}");
+}
+
+#[test]
+fn fanout_rate_while_publishing_leaves_out_the_backlog_drained_afterwards() {
+    let addr = fake_pubsub(false, true);
+    let r = execute(&cli(
+        addr,
+        "fanout -n 3 -k 1 --messages 10 --rate 0 --duration 10 --grace-ms 5000",
+    ))
+    .unwrap();
+    // Everything arrives in the end ...
+    assert_eq!((r.published, r.expected, r.received), (10, 30, 30), "{r}");
+    assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "{r}");
+    // ... but only seqs 1-5 while the publisher ran.
+    let window = r.messages_per_sec_window * r.seconds;
+    assert!((window - 15.0).abs() < 0.5, "{window} in the window: {r}");
+    assert!(r.messages_per_sec_window < r.messages_per_sec, "{r}");
 }
 
 /// A fake echo server counting the messages it echoes; with `swallow`, the 50th message on the first connection

@@ -175,7 +175,7 @@ async fn flood(t: Arc<Topic>, secs: Duration) {
         }
         t.publish(&flood_payload());
         n += 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
     }
