@@ -641,6 +641,19 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
     writeln!(m, "- CPU: {cpu} ({} online)", cmd_out("nproc", &[]))?;
     writeln!(m, "- Kernel: {}", cmd_out("uname", &["-srm"]))?;
     writeln!(m, "- rustc: {}", cmd_out("rustc", &["--version"]))?;
+    let sysctl = |k: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/{k}"))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "?".into())
+    };
+    writeln!(
+        m,
+        "- TCP memory (they decide how much a flood can queue in the kernel): tcp_mem {} pages, tcp_rmem {}, \
+        tcp_wmem {}",
+        sysctl("ipv4/tcp_mem"),
+        sysctl("ipv4/tcp_rmem"),
+        sysctl("ipv4/tcp_wmem")
+    )?;
     writeln!(
         m,
         "- Bun: {}",
