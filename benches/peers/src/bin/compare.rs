@@ -268,11 +268,14 @@ fn run() -> Res<()> {
     }
     let md = report(&env, &servers, &results, started.elapsed())?;
     std::fs::write(&env.out, md)?;
-    std::fs::write(
-        env.root.join("benches/peers/chart.svg"),
-        chart(&servers, &results),
-    )?;
-    eprintln!("wrote {} and benches/peers/chart.svg", env.out.display());
+    // The published chart belongs to the published report; a run with --out keeps its chart beside its own file.
+    let svg = if env.out == env.root.join("BENCHMARKS.md") {
+        env.root.join("benches/peers/chart.svg")
+    } else {
+        env.out.with_extension("svg")
+    };
+    std::fs::write(&svg, chart(&servers, &results))?;
+    eprintln!("wrote {} and {}", env.out.display(), svg.display());
     Ok(())
 }
 
