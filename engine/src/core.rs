@@ -221,9 +221,12 @@ impl Core {
         })
     }
 
-    fn update_clock(&mut self) {
-        let ms = self.start.elapsed().as_millis() as u64;
+    /// Advances the coarse clock; returns the instant it read, for timing the turn.
+    fn update_clock(&mut self) -> Instant {
+        let now = Instant::now();
+        let ms = now.duration_since(self.start).as_millis() as u64;
         self.now = (ms / (1000 / crate::conn::TICKS_PER_SEC)) as Tick;
+        now
     }
 
     /// How often the sweep runs: a quarter of the shortest timer, between 100 ms and 1 s.
@@ -399,7 +402,7 @@ impl Core {
 
     /// Serves every ready connection once. Called by the readiness loop after the epoll descriptor turned readable.
     pub(crate) fn turn(&mut self) {
-        self.update_clock();
+        let began = self.update_clock();
         let mut events = std::mem::take(&mut self.events);
         let n = match self.epoll.poll_now(&mut events) {
             Ok(n) => n,
@@ -434,6 +437,8 @@ impl Core {
         self.events = events;
         self.end_turn();
         self.check_finished();
+        self.stats
+            .record_turn(began.elapsed().as_micros().min(u64::MAX as u128) as u64);
     }
 
     fn on_readable(&mut self, key: usize) {
@@ -659,7 +664,7 @@ impl Core {
 
     /// Enforces every deadline: handshake, heartbeat, idle, close, drain.
     pub(crate) fn sweep(&mut self) {
-        self.update_clock();
+        let began = self.update_clock();
         let now = self.now;
         if let Some(deadline) = self.drain_deadline
             && tick_reached(now, deadline)
@@ -769,6 +774,8 @@ impl Core {
         self.owner_sweep(Instant::now());
         self.end_turn();
         self.check_finished();
+        self.stats
+            .record_turn(began.elapsed().as_micros().min(u64::MAX as u128) as u64);
     }
 
     /// Stops accepting, sends close 1001 to every WebSocket and closes plain HTTP connections.

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// Close codes counted separately in `ringcast_ws_protocol_errors_total`.
 pub(crate) const COUNTED_CLOSE_CODES: [u16; 6] = [1002, 1003, 1007, 1008, 1009, 1011];
 
+/// Upper bounds (µs) of the reactor-turn histogram's buckets; a last bucket takes the rest.
+pub(crate) const TURN_BOUNDS_US: [u64; 5] = [100, 1_000, 10_000, 100_000, 1_000_000];
+
 /// One core's counters. Written only by the owning core.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -42,6 +45,10 @@ pub struct CoreStats {
     pub(crate) forbidden: AtomicU64,
     pub(crate) origin_rejected: AtomicU64,
     pub(crate) limit_rejected: AtomicU64,
+    /// Reactor turns by duration (not cumulative; the last slot is over the last bound).
+    pub(crate) turns: [AtomicU64; TURN_BOUNDS_US.len() + 1],
+    /// Sum of the turns' durations in µs.
+    pub(crate) turn_us: AtomicU64,
 }
 
 /// Adds `n` to a single-writer counter.
@@ -63,6 +70,27 @@ impl CoreStats {
             Some(i) => add(&self.protocol_errors[i], 1),
             None => add(&self.protocol_errors_other, 1),
         }
+    }
+
+    /// Counts one reactor turn (everything the core did for one wake-up: reads, fan-out, writes) that took `us`.
+    #[inline]
+    pub(crate) fn record_turn(&self, us: u64) {
+        let slot = TURN_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(TURN_BOUNDS_US.len());
+        add(&self.turns[slot], 1);
+        add(&self.turn_us, us);
+    }
+
+    /// Reactor turns this core ran that took longer than `us` µs (`us` must be one of 100, 1,000, 10,000, 100,000
+    /// or 1,000,000; any other value counts from the next bound up).
+    pub fn turns_longer_than(&self, us: u64) -> u64 {
+        let first = TURN_BOUNDS_US
+            .iter()
+            .position(|&b| us < b)
+            .unwrap_or(TURN_BOUNDS_US.len());
+        self.turns[first..].iter().map(|c| c.load(Relaxed)).sum()
     }
 
     /// Connections currently open on this core.
@@ -291,6 +319,36 @@ pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>)
             let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", get(s).load(Relaxed));
         }
     }
+    let name = "ringcast_turn_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Reactor turns by duration: the time a core spent on one wake-up (reading, fanning out, \
+         writing). A long turn delays every connection on that core.\n# TYPE {name} histogram"
+    );
+    for (core, s) in cores.iter().enumerate() {
+        let mut cumulative = 0;
+        for (i, c) in s.turns.iter().enumerate() {
+            cumulative += c.load(Relaxed);
+            match TURN_BOUNDS_US.get(i) {
+                Some(b) => {
+                    let le = *b as f64 / 1e6;
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cumulative}"
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{core=\"{core}\",le=\"+Inf\"}} {cumulative}"
+                    );
+                }
+            }
+        }
+        let sum = s.turn_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{core=\"{core}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{core=\"{core}\"}} {cumulative}");
+    }
     let name = "ringcast_ws_protocol_errors_total";
     let _ = writeln!(
         out,
@@ -327,8 +385,39 @@ mod tests {
         assert!(text.contains("ringcast_ws_protocol_errors_total{core=\"1\",code=\"1009\"} 1\n"));
         assert!(text.contains("ringcast_ws_protocol_errors_other_total{core=\"1\"} 1\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (_, value) = line.rsplit_once(' ').unwrap();
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            if name.starts_with("ringcast_turn_duration_seconds_sum") {
+                value.parse::<f64>().unwrap();
+                continue;
+            }
             value.parse::<u64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn turns_land_in_their_buckets_and_render_cumulatively() {
+        let s = Arc::new(CoreStats::default());
+        for us in [5, 100, 101, 999, 20_000, 2_000_000] {
+            s.record_turn(us);
+        }
+        assert_eq!(s.turns_longer_than(100), 4);
+        assert_eq!(s.turns_longer_than(1_000), 2);
+        assert_eq!(s.turns_longer_than(100_000), 1);
+        assert_eq!(s.turns_longer_than(1_000_000), 1);
+        let mut out = Vec::new();
+        render_prometheus(&[s], &mut out);
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            "ringcast_turn_duration_seconds_bucket{core=\"0\",le=\"0.0001\"} 2\n",
+            "ringcast_turn_duration_seconds_bucket{core=\"0\",le=\"0.001\"} 4\n",
+            "ringcast_turn_duration_seconds_bucket{core=\"0\",le=\"0.01\"} 4\n",
+            "ringcast_turn_duration_seconds_bucket{core=\"0\",le=\"0.1\"} 5\n",
+            "ringcast_turn_duration_seconds_bucket{core=\"0\",le=\"1\"} 5\n",
+            "ringcast_turn_duration_seconds_bucket{core=\"0\",le=\"+Inf\"} 6\n",
+            "ringcast_turn_duration_seconds_count{core=\"0\"} 6\n",
+            "ringcast_turn_duration_seconds_sum{core=\"0\"} 2.021205\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
     }
 }

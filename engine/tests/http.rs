@@ -94,6 +94,14 @@ fn bad_key_is_400() {
         3,
         "{m}"
     );
+    // Every answer took at least one reactor turn, and the histogram's last bucket holds them all.
+    let turns = common::metric(&m, "ringcast_turn_duration_seconds_count", "");
+    assert!(turns >= 3, "{m}");
+    assert_eq!(
+        common::metric(&m, "ringcast_turn_duration_seconds_bucket", "le=\"+Inf\""),
+        turns,
+        "{m}"
+    );
     assert_eq!(
         common::metric(&m, "ringcast_ws_handshakes_total", ""),
         0,
