@@ -94,6 +94,14 @@ pub struct Config {
     /// fills a 5 MB/s connection at 25 ms round-trip time; too small a value limits every connection's throughput
     /// on long paths. Sets a limit only: an idle connection's memory is the same.
     pub send_buffer: usize,
+    /// Subscribers a core writes a topic's messages to per turn before it serves its other sockets again; a larger
+    /// fan-out continues in the next turns, a slice at a time, and messages published meanwhile join the same
+    /// writes. 0, the default, writes every subscriber in one turn. A slice bounds how long one fan-out holds up a
+    /// publisher's next message and every other connection on the core. On the benchmark VM, at 10,000
+    /// subscribers and 10 messages/s, 1,024 halved the median publish-to-receive latency. Under a flood the
+    /// subscribers cannot drain, it cut throughput 2–2.5× (benches/RESULTS.md, "Fan-out in slices"). So it suits
+    /// feeds that are latency-bound, not throughput-bound.
+    pub fanout_slice: usize,
     /// The slow-consumer policy.
     pub slow_consumer: SlowConsumerPolicy,
     /// Size of each core's shared read buffer.
@@ -188,6 +196,7 @@ impl Default for Config {
             max_headers: 64,
             write_high_water: 4 << 20,
             send_buffer: 0,
+            fanout_slice: 0,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             read_buffer_size: 64 * 1024,
             events_per_wake: 1024,

@@ -128,6 +128,9 @@ pub(crate) struct Core {
     batched: Vec<Arc<str>>,
     /// Reused list of one subscriber's frames while a batch is written.
     batch_group: Vec<(u32, bool, u32, Bytes)>,
+    /// Topic batches being written to their subscribers, a slice per turn (see `pubsub::flush_batches`), oldest
+    /// first.
+    passes: std::collections::VecDeque<pubsub::Pass>,
     /// Connections with newly queued output.
     dirty: Vec<usize>,
     /// Connections whose waiting HTTP request was answered this turn and may have pipelined requests behind it.
@@ -212,6 +215,7 @@ impl Core {
             staged: Vec::new(),
             batched: Vec::new(),
             batch_group: Vec::new(),
+            passes: std::collections::VecDeque::new(),
             dirty: Vec::new(),
             resume_http: Vec::new(),
             next_serial: 0,

@@ -142,9 +142,22 @@ fn a_publisher_on_std_threads_reaches_subscribers_on_every_core() {
 /// SSE, must see exactly since+1, since+2, … up to the last message: no duplicate, no gap, no reset.
 #[test]
 fn subscribers_joining_during_a_flood_get_each_message_once_in_order() {
+    // Fan-outs written over several turns (the common config: 3 subscribers a turn).
+    joiners_during_a_flood(pc::config());
+}
+
+#[test]
+fn subscribers_joining_during_a_flood_get_each_message_once_in_order_with_whole_turn_fanout() {
+    joiners_during_a_flood(Config {
+        fanout_slice: 0,
+        ..pc::config()
+    });
+}
+
+fn joiners_during_a_flood(config: Config) {
     // Two cores, so the joiners on the core that does not own the topic get their replay in the same channel as
     // the deliveries, in the middle of a turn's batch.
-    let server = pc::start(pc::config());
+    let server = pc::start(config);
     let addr = server.local_addr();
     let topic = "batch.flood".to_string();
     // Something subscribed from the start, so the flood is live fan-out.

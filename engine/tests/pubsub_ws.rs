@@ -1,6 +1,6 @@
 //! The WebSocket pub/sub protocol over real sockets: `unsub` stops delivery of one topic while another keeps
-//! flowing, and malformed frames, unknown ops and invalid topics get an error reply with its code while the
-//! connection stays usable.
+//! flowing (also while a fan-out is half written), and malformed frames, unknown ops and invalid topics get an error
+//! reply with its code while the connection stays usable.
 #![allow(clippy::unwrap_used)]
 
 mod pubsub_common;
@@ -188,5 +188,63 @@ fn malformed_frames_get_error_replies_and_the_connection_stays_usable() {
     }
     assert_eq!(published(&server), before + 2);
     drop(ws);
+    pc::stop(server);
+}
+
+/// With fan-outs written one subscriber per turn, a subscriber that unsubscribes and subscribes again with `since`
+/// while a fan-out is still on its way to it gets each message once: the half-written fan-out drops it (else the
+/// rest of it, written when the replay arrives, would repeat what the replay brings).
+#[test]
+fn resubscribing_during_a_sliced_fanout_gets_each_message_once() {
+    let server = pc::start(ringcast_engine::Config {
+        cores: ringcast_engine::CoreSet::Count(1),
+        fanout_slice: 1,
+        ..pc::config()
+    });
+    let addr = server.local_addr();
+    let mut http = pc::Http::new(addr);
+    let mut exercised = 0;
+    for attempt in 0..5 {
+        let topic = format!("slice.resub.{attempt}");
+        // Written in subscription order: the last one subscribed is reached last, ~1,000 turns after the publish.
+        let others: Vec<pc::RawWs> = (0..1000)
+            .map(|_| {
+                let mut ws = pc::RawWs::connect(addr, None);
+                ws.sub(&topic, None, 1);
+                ws
+            })
+            .collect();
+        let mut last = pc::RawWs::connect(addr, None);
+        last.sub(&topic, None, 1);
+        let s1 = http.publish(&topic, "1");
+        last.send(&format!(r#"{{"op":"unsub","topic":"{topic}","id":2}}"#));
+        let mut seen = 0;
+        loop {
+            let m = last.msg();
+            if m.kind == "ack" {
+                break;
+            }
+            assert_eq!((m.kind.as_str(), m.seq), ("msg", Some(s1)), "{m:?}");
+            seen = s1;
+        }
+        if seen == 0 {
+            exercised += 1;
+        }
+        last.sub(&topic, Some(seen), 3);
+        let s2 = http.publish(&topic, "2");
+        let mut got = Vec::new();
+        while got.last() != Some(&s2) {
+            let m = last.msg();
+            assert_eq!(m.kind, "msg", "{m:?}");
+            got.push(m.seq.unwrap_or(0));
+        }
+        let want: Vec<u64> = (seen + 1..=s2).collect();
+        assert_eq!(got, want, "attempt {attempt}: seen {seen} before the unsub");
+        drop(others);
+    }
+    assert!(
+        exercised > 0,
+        "the fan-out always reached the last subscriber before its unsub"
+    );
     pc::stop(server);
 }

@@ -57,6 +57,18 @@ pub(crate) struct Sub {
     sse: bool,
 }
 
+/// A topic's batch on its way to the topic's subscribers, written `fanout_slice` subscribers per turn.
+pub(crate) struct Pass {
+    topic: Arc<str>,
+    /// The messages, as in `LocalTopic::batch`.
+    batch: Vec<(Option<Bytes>, Option<Bytes>)>,
+    /// The topic's subscribers when the pass began (a join or an unsubscribe finishes or edits the topic's passes
+    /// first, so this only differs from `LocalTopic::subs` by connections closed since).
+    subs: Vec<Sub>,
+    /// Subscribers `subs[..next]` have been written.
+    next: usize,
+}
+
 /// A topic with subscribers on this core.
 pub(crate) struct LocalTopic {
     subs: Vec<Sub>,
@@ -500,6 +512,19 @@ impl Core {
             return false;
         };
         let name = ext.topics.swap_remove(pos);
+        // Not written to any more, so that a subscription again (with its replay) cannot get these twice.
+        for p in self.passes.iter_mut().filter(|p| p.topic == name) {
+            if let Some(i) = p
+                .subs
+                .iter()
+                .position(|s| s.key == key as u32 && s.serial == serial)
+            {
+                p.subs.remove(i);
+                if i < p.next {
+                    p.next -= 1;
+                }
+            }
+        }
         self.leave_local(&name, key as u32, serial);
         true
     }
@@ -922,6 +947,8 @@ impl Core {
     /// Turns a topic's batched messages into per-subscriber staged entries (in order, behind whatever each
     /// subscriber already has staged), before a subscriber joins or a message needs per-subscriber work.
     fn materialize(&mut self, topic: &Arc<str>) {
+        // Earlier turns' messages still on their way go out first, as they are.
+        self.finish_passes(topic);
         let Some(lt) = self.topics.local.get_mut(topic) else {
             return;
         };
@@ -947,12 +974,16 @@ impl Core {
         }
     }
 
-    /// Writes every batched topic's messages of this turn: per subscriber one `writev` of all of them (what the
-    /// kernel refuses is queued, as for staged output). Runs after `flush_staged`, so control answers and each
-    /// subscriber's staged entries (replays, resets: all older than its batched messages) go first.
+    /// Hands every batched topic's messages of this turn to its subscribers: per subscriber one `writev` of all of
+    /// them (what the kernel refuses is queued, as for staged output). Runs after `flush_staged`, so control answers
+    /// and each subscriber's staged entries (replays, resets: all older than its batched messages) go first.
+    ///
+    /// A turn writes at most `fanout_slice` subscribers; a bigger fan-out goes on in the next turns (the core wakes
+    /// itself), so one topic with many subscribers does not hold up the core's other sockets, a publisher's next
+    /// message among them. Passes are written oldest first, so each subscriber gets a topic's messages in order; a
+    /// batch whose topic already has a pass waiting to begin joins that pass.
     fn flush_batches(&mut self) {
         let topics = std::mem::take(&mut self.batched);
-        let mut group = std::mem::take(&mut self.batch_group);
         for topic in &topics {
             let Some(lt) = self.topics.local.get_mut(topic) else {
                 continue;
@@ -961,35 +992,96 @@ impl Core {
             if batch.is_empty() {
                 continue;
             }
-            // A snapshot: writing can close a connection, which leaves the topic.
-            let subs = lt.subs.clone();
-            for s in &subs {
-                let key = s.key as usize;
-                match self.conns.get_mut(key) {
-                    Some(c) if c.serial == s.serial => {
-                        if s.sse {
-                            c.last_heard = self.now;
-                        }
-                    }
-                    _ => continue,
+            let waiting = self
+                .passes
+                .iter_mut()
+                .rev()
+                .find(|p| p.topic == *topic)
+                .filter(|p| p.next == 0);
+            match waiting {
+                Some(p) => p.batch.extend(batch),
+                None => {
+                    let subs = lt.subs.clone();
+                    self.passes.push_back(Pass {
+                        topic: topic.clone(),
+                        batch,
+                        subs,
+                        next: 0,
+                    });
                 }
-                group.clear();
-                group.extend(batch.iter().filter_map(|(ws, sse)| {
-                    let f = if s.sse { sse } else { ws };
-                    f.as_ref().map(|b| (s.key, false, 0, b.clone()))
-                }));
-                if group.is_empty() {
-                    continue;
-                }
-                // A backed-up connection gets them queued behind what waits, under the slow-consumer policy.
-                self.write_shared(key, &mut group);
             }
         }
-        group.clear();
-        self.batch_group = group;
         let mut topics = topics;
         topics.clear();
         self.batched = topics;
+        let slice = match self.shared.config.fanout_slice {
+            0 => usize::MAX,
+            n => n,
+        };
+        let mut budget = slice;
+        while budget > 0 {
+            let Some(mut p) = self.passes.pop_front() else {
+                break;
+            };
+            budget -= self.write_pass(&mut p, budget);
+            if p.next < p.subs.len() {
+                self.passes.push_front(p);
+            }
+        }
+        if !self.passes.is_empty() {
+            // The rest in the next turn, after the sockets had theirs.
+            self.waker.wake();
+        }
+    }
+
+    /// Writes the rest of every pass of `topic`, oldest first, now.
+    fn finish_passes(&mut self, topic: &Arc<str>) {
+        if !self.passes.iter().any(|p| p.topic == *topic) {
+            return;
+        }
+        let passes = std::mem::take(&mut self.passes);
+        let mut kept = std::collections::VecDeque::with_capacity(passes.len());
+        for mut p in passes {
+            if p.topic == *topic {
+                self.write_pass(&mut p, usize::MAX);
+            } else {
+                kept.push_back(p);
+            }
+        }
+        // Writing cannot start a pass (only `flush_batches` does), so nothing was added meanwhile.
+        self.passes = kept;
+    }
+
+    /// Writes `p`'s messages to up to `max` more of its subscribers; returns how many it went through.
+    fn write_pass(&mut self, p: &mut Pass, max: usize) -> usize {
+        let mut group = std::mem::take(&mut self.batch_group);
+        let end = p.subs.len().min(p.next.saturating_add(max));
+        let from = p.next;
+        for s in &p.subs[from..end] {
+            let key = s.key as usize;
+            match self.conns.get_mut(key) {
+                Some(c) if c.serial == s.serial => {
+                    if s.sse {
+                        c.last_heard = self.now;
+                    }
+                }
+                _ => continue,
+            }
+            group.clear();
+            group.extend(p.batch.iter().filter_map(|(ws, sse)| {
+                let f = if s.sse { sse } else { ws };
+                f.as_ref().map(|b| (s.key, false, 0, b.clone()))
+            }));
+            if group.is_empty() {
+                continue;
+            }
+            // A backed-up connection gets them queued behind what waits, under the slow-consumer policy.
+            self.write_shared(key, &mut group);
+        }
+        group.clear();
+        self.batch_group = group;
+        p.next = end;
+        end - from
     }
 
     /// Queues shared bytes for a connection; sent at the end of the turn, one writev per connection.

@@ -22,13 +22,16 @@ pub fn driver() -> Driver {
     }
 }
 
-/// Two cores, a free port, the driver from `RINGCAST_TEST_DRIVER`, history large enough that nothing resets.
+/// Two cores, a free port, the driver from `RINGCAST_TEST_DRIVER`, history large enough that nothing resets, and
+/// fan-outs written 3 subscribers per turn, so every test with more subscribers than that per core runs its
+/// deliveries over several turns (joins, gaps and unsubscribes while a fan-out is half written included).
 pub fn config() -> Config {
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         cores: CoreSet::Count(CORES),
         pin_threads: false,
         driver: driver(),
+        fanout_slice: 3,
         history: HistoryLimits {
             max_messages: 20_000,
             max_bytes: 64 << 20,

@@ -3,8 +3,8 @@
 //! open), publishes the same 64-byte payload as the peers' flood into `load.0` as fast as the engine accepts it, never
 //! more than `RING/2` messages ahead of what the sockets actually took (bytes written divided by the size of one
 //! message's frames to all subscribers), for the flood duration. Usage: `ringcast-flood --listen ADDR --cpu 1
-//! --driver uring|epoll --flood-subs N --flood-secs S [--send-buffer BYTES]` (the last for experiments: the suite
-//! keeps the engine's default).
+//! --driver uring|epoll --flood-subs N --flood-secs S [--send-buffer BYTES] [--fanout-slice N]` (the last two for experiments: the
+//! suite keeps the engine's defaults).
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ fn main() {
             "--flood-secs" => secs = v.parse().expect("--flood-secs S"),
             // Experiments only (the suite keeps the engine's default).
             "--send-buffer" => cfg.send_buffer = v.parse().expect("--send-buffer BYTES"),
+            "--fanout-slice" => cfg.fanout_slice = v.parse().expect("--fanout-slice N"),
             _ => panic!("unknown flag {flag}"),
         }
     }
