@@ -383,6 +383,7 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
     }
     tally.borrow_mut().connect_secs = t0.elapsed().as_secs_f64();
     let received_at_ready = tally.borrow().received;
+    let ready_at = Instant::now();
     ctx.control.set_ready();
     ctx.control.wait_go().await;
     {
@@ -402,6 +403,11 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
             break;
         }
         monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    {
+        let mut t = tally.borrow_mut();
+        t.drained_secs = ready_at.elapsed().as_secs_f64();
+        t.received_after_ready = t.received - received_at_ready;
     }
     let mut t = tally.borrow().clone();
     for (s, ok, _) in &subs {

@@ -115,6 +115,12 @@ pub struct Tally {
     /// drained afterwards.
     #[serde(default)]
     pub received_window: u64,
+    /// Fanout: messages received from readiness to the end (the publishing and the drain after it).
+    #[serde(default)]
+    pub received_after_ready: u64,
+    /// Fanout: seconds from readiness until every subscriber had its topic's last seq (or the grace period ended).
+    #[serde(default)]
+    pub drained_secs: f64,
     /// Fanout: seqs missing at the end.
     pub lost: u64,
     /// Fanout: seqs received more than once.
@@ -167,6 +173,8 @@ impl Tally {
         self.sent += other.sent;
         self.received += other.received;
         self.received_window += other.received_window;
+        self.received_after_ready += other.received_after_ready;
+        self.drained_secs = self.drained_secs.max(other.drained_secs);
         self.bytes += other.bytes;
         self.lost += other.lost;
         self.duplicated += other.duplicated;
@@ -253,6 +261,13 @@ pub struct Report {
     /// the backlog drained after the last publish.
     #[serde(default)]
     pub messages_per_sec_window: f64,
+    /// Fanout: messages received from readiness until the last subscriber had the last seq, per second of that
+    /// time: everything published, delivered, over the time it took (the drain included).
+    #[serde(default)]
+    pub messages_per_sec_drained: f64,
+    /// Fanout: seconds from readiness until the last subscriber had the last seq.
+    #[serde(default)]
+    pub drained_secs: f64,
     /// Payload bytes received per second.
     pub bytes_per_sec: f64,
     /// Latency percentiles (µs).
@@ -315,6 +330,12 @@ impl Report {
             received: t.received,
             messages_per_sec: per(t.received),
             messages_per_sec_window: per(t.received_window),
+            messages_per_sec_drained: if t.drained_secs > 0.0 {
+                t.received_after_ready as f64 / t.drained_secs
+            } else {
+                0.0
+            },
+            drained_secs: t.drained_secs,
             bytes_per_sec: per(t.bytes),
             latency_us: t.latency.summary(),
             published: t.published,
@@ -427,8 +448,11 @@ impl fmt::Display for Report {
             )?;
             writeln!(
                 f,
-                "  while publishing: {} deliveries/s (the backlog drained after the last publish left out)",
-                si(self.messages_per_sec_window)
+                "  while publishing: {} deliveries/s (the backlog drained after the last publish left out); publish to \
+                 last receipt: {} deliveries/s over {:.2} s",
+                si(self.messages_per_sec_window),
+                si(self.messages_per_sec_drained),
+                self.drained_secs
             )?;
         }
         if let Some(l) = &self.latency_us {

@@ -214,7 +214,7 @@ fn fanout_checker_reports_zero_for_a_correct_server() {
 }
 
 #[test]
-fn fanout_rate_while_publishing_leaves_out_the_backlog_drained_afterwards() {
+fn fanout_rates_while_publishing_and_to_the_last_receipt() {
     let addr = fake_pubsub(false, true);
     let r = execute(&cli(
         addr,
@@ -228,6 +228,10 @@ fn fanout_rate_while_publishing_leaves_out_the_backlog_drained_afterwards() {
     let window = r.messages_per_sec_window * r.seconds;
     assert!((window - 15.0).abs() < 0.5, "{window} in the window: {r}");
     assert!(r.messages_per_sec_window < r.messages_per_sec, "{r}");
+    // Publish to last receipt spans the 500 ms wait, and counts all 30.
+    assert!(r.drained_secs >= 0.5, "{r}");
+    let drained = r.messages_per_sec_drained * r.drained_secs;
+    assert!((drained - 30.0).abs() < 0.5, "{drained} by the end: {r}");
 }
 
 /// A fake echo server counting the messages it echoes; with `swallow`, the 50th message on the first connection

@@ -87,7 +87,7 @@ impl Work {
     fn unit(self) -> &'static str {
         match self {
             Work::Echo32 | Work::Echo4k => "echoes/s",
-            Work::Bcast1k | Work::Bcast10k => "deliveries/s while publishing",
+            Work::Bcast1k | Work::Bcast10k => "deliveries/s, first publish to last receipt",
             Work::Rate1k | Work::Rate10k => "deliveries/s",
             Work::Idle10k => "bytes/conn (RSS + kernel TCP)",
             Work::Churn => "handshakes/s",
@@ -160,6 +160,8 @@ struct Sample {
     load_cpu: f64,
     loadavg: f64,
     errors: u64,
+    /// Flood only: deliveries/s while the load generator's publisher ran (the drain after it left out).
+    window: f64,
     /// The server's CPU use over the load generator's run, in cores.
     server_cpu: f64,
     /// Flood only: the server's peak RSS growth over its RSS before the run, per subscriber (bytes).
@@ -478,7 +480,7 @@ fn one_run(env: &mut Env, s: Server, w: Work) -> Res<Sample> {
     };
     let value = match w {
         Work::Echo32 | Work::Echo4k | Work::Rate1k | Work::Rate10k => f("messages_per_sec"),
-        Work::Bcast1k | Work::Bcast10k => f("messages_per_sec_window"),
+        Work::Bcast1k | Work::Bcast10k => f("messages_per_sec_drained"),
         Work::Churn => f("handshakes_per_sec"),
         Work::Idle10k => {
             let m = j.get("server_memory");
@@ -513,6 +515,7 @@ fn one_run(env: &mut Env, s: Server, w: Work) -> Res<Sample> {
         loadavg: la,
         errors,
         server_cpu,
+        window: f("messages_per_sec_window"),
         mem_per_sub: if w.is_flood() {
             (peak.saturating_sub(rss0) * 1024) as f64 / w.subs() as f64
         } else {
@@ -696,7 +699,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
             w.unit(),
             if lat { "p99 µs (median) | " } else { "" },
             if mem {
-                "peak RSS growth per subscriber | "
+                "while publishing | peak RSS growth per subscriber | "
             } else {
                 ""
             }
@@ -705,7 +708,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
             m,
             "|---|---:|---:|{}{}---:|---:|---:|---:|",
             if lat { "---:|" } else { "" },
-            if mem { "---:|" } else { "" }
+            if mem { "---:|---:|" } else { "" }
         )?;
         for (si, s) in servers.iter().enumerate() {
             let samples: Vec<&Sample> = r[wi][si].iter().filter(|x| x.ok).collect();
@@ -713,6 +716,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
             let p99 = stats(&samples.iter().map(|x| x.p99_us).collect::<Vec<_>>()).0;
             let cpu = stats(&samples.iter().map(|x| x.load_cpu).collect::<Vec<_>>()).0;
             let scpu = stats(&samples.iter().map(|x| x.server_cpu).collect::<Vec<_>>()).0;
+            let window = stats(&samples.iter().map(|x| x.window).collect::<Vec<_>>()).0;
             let per_sub = stats(&samples.iter().map(|x| x.mem_per_sub).collect::<Vec<_>>()).0;
             let la = stats(&r[wi][si].iter().map(|x| x.loadavg).collect::<Vec<_>>()).0;
             let errors: u64 = r[wi][si].iter().map(|x| x.errors).sum();
@@ -743,7 +747,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
                     String::new()
                 },
                 if mem {
-                    format!("{} B | ", fmt_num(per_sub))
+                    format!("{} | {} B | ", fmt_num(window), fmt_num(per_sub))
                 } else {
                     String::new()
                 },
