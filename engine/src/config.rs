@@ -98,9 +98,9 @@ pub struct Config {
     /// fan-out continues in the next turns, a slice at a time, and messages published meanwhile join the same
     /// writes. 0, the default, writes every subscriber in one turn. A slice bounds how long one fan-out holds up a
     /// publisher's next message and every other connection on the core. On the benchmark VM, at 10,000
-    /// subscribers and 10 messages/s, 1,024 halved the median publish-to-receive latency. Under a flood the
-    /// subscribers cannot drain, it cut throughput 2–2.5× (benches/RESULTS.md, "Fan-out in slices"). So it suits
-    /// feeds that are latency-bound, not throughput-bound.
+    /// subscribers and 10 messages/s, 1,024 halved the median publish-to-receive latency. Under a flood, counted
+    /// from the first publish to the last receipt, it delivered the same (benches/RESULTS.md, "Fan-out in
+    /// slices").
     pub fanout_slice: usize,
     /// The slow-consumer policy.
     pub slow_consumer: SlowConsumerPolicy,
