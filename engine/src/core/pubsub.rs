@@ -75,8 +75,8 @@ pub(crate) struct LocalTopic {
     /// Subscribers in `subs` that read SSE (the others read WebSocket frames).
     sse_subs: u32,
     /// This turn's live messages, not yet handed to the subscribers: (WebSocket frame, SSE event), each encoded
-    /// only when some subscriber needs that form. Written per subscriber at the end of the turn, one `writev` for
-    /// all of them, with no per-delivery entry. They are turned into per-delivery entries first (`materialize`) when a
+    /// only when some subscriber needs that form. At the end of the turn they become a [`Pass`] (or join the topic's
+    /// waiting one): one `writev` per subscriber for all of them, with no per-delivery entry. They are turned into per-delivery entries first (`materialize`) when a
     /// subscriber joins or a message needs per-subscriber handling (a gap, conflation), so a subscriber never gets
     /// a message batched before it joined (its replay has those) and every subscriber gets its messages in order.
     batch: Vec<(Option<Bytes>, Option<Bytes>)>,
