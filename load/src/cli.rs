@@ -180,7 +180,9 @@ pub struct FanoutArgs {
     /// Publisher transport.
     #[arg(long, value_enum, default_value = "http")]
     pub publish_via: PubVia,
-    /// Publishes per second over all topics (0: as fast as possible).
+    /// Publishes per second over all topics (0: as fast as possible, one at a time). A fixed rate over `ws` is
+    /// open loop: publishes leave on schedule without waiting for the previous acknowledgement, so a server slow
+    /// to answer shows in the latency rather than in a lower rate (over `http` each waits for its response).
     #[arg(long, default_value_t = 100)]
     pub rate: u64,
     /// Seconds to publish.

@@ -26,13 +26,104 @@ pub fn topic_name(prefix: &str, k: usize) -> String {
 /// The unsigned integer after `key` (e.g. `"seq":`) in `hay`, skipping spaces.
 pub fn json_u64(hay: &[u8], key: &[u8]) -> Option<u64> {
     let pos = memmem::find(hay, key)? + key.len();
-    let rest = hay.get(pos..)?;
-    let rest = rest.get(rest.iter().take_while(|b| **b == b' ').count()..)?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 20 {
-        return None;
+    leading_u64(hay.get(pos..)?).map(|(v, _)| v)
+}
+
+/// The unsigned integer at the start of `b` after any spaces, and the bytes it took (spaces included); `None` when
+/// there are no digits or the value does not fit a `u64`.
+fn leading_u64(b: &[u8]) -> Option<(u64, usize)> {
+    let spaces = b.iter().take_while(|c| **c == b' ').count();
+    let digits = b.get(spaces..)?;
+    let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
+    // Nineteen digits always fit, so only a twentieth needs checked arithmetic (a nanosecond stamp has 19: this is
+    // the loop every delivery runs).
+    let fast = n.min(19);
+    let mut v = 0u64;
+    for c in digits.get(..fast)? {
+        v = v * 10 + u64::from(c - b'0');
     }
-    std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
+    for c in digits.get(fast..n)? {
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    (n > 0).then_some((v, spaces + n))
+}
+
+/// What a subscriber makes of one text message from the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerText<'a> {
+    /// A delivery: its seq (0 when missing) and its `data` value onwards.
+    Msg {
+        /// The message's seq.
+        seq: u64,
+        /// The bytes from the `data` value to the end of the message.
+        data: &'a [u8],
+    },
+    /// A subscription's acknowledgement.
+    Ack,
+    /// The server says the subscriber missed messages.
+    Reset,
+    /// Anything else (an error reply).
+    Other,
+}
+
+/// The layout ringcast and the peers write deliveries in: the type first, the seq after the topic, then the data.
+const MSG_PREFIX: &[u8] = br#"{"type":"msg","#;
+
+/// Searchers built once: `memmem::find` would build one per call, which at millions of deliveries a second was
+/// the largest cost of a subscriber.
+struct Finders {
+    seq: memmem::Finder<'static>,
+    data: memmem::Finder<'static>,
+    msg: memmem::Finder<'static>,
+    ack: memmem::Finder<'static>,
+    reset: memmem::Finder<'static>,
+}
+
+static FINDERS: std::sync::LazyLock<Finders> = std::sync::LazyLock::new(|| Finders {
+    seq: memmem::Finder::new(b"\"seq\":"),
+    data: memmem::Finder::new(b"\"data\":"),
+    msg: memmem::Finder::new(b"\"type\":\"msg\""),
+    ack: memmem::Finder::new(b"\"type\":\"ack\""),
+    reset: memmem::Finder::new(b"\"type\":\"reset\""),
+});
+
+/// Classifies a server text message. Deliveries in the usual layout (`{"type":"msg","topic":…,"seq":N,"data":…}`)
+/// take one key search; any other key order still parses, by searching for each key.
+pub fn server_text(b: &[u8]) -> ServerText<'_> {
+    let f = &*FINDERS;
+    let is_msg = b.starts_with(MSG_PREFIX) || f.msg.find(b).is_some();
+    if !is_msg {
+        return if f.ack.find(b).is_some() {
+            ServerText::Ack
+        } else if f.reset.find(b).is_some() {
+            ServerText::Reset
+        } else {
+            ServerText::Other
+        };
+    }
+    let after_seq = f.seq.find(b).and_then(|p| {
+        let at = p + b"\"seq\":".len();
+        leading_u64(b.get(at..)?).map(|(seq, n)| (seq, at + n))
+    });
+    let seq = after_seq.map_or(0, |(s, _)| s);
+    let tail = after_seq.and_then(|(_, end)| b.get(end..)).unwrap_or(b);
+    let data = match tail.strip_prefix(b",\"data\":") {
+        Some(d) => d,
+        None => f
+            .data
+            .find(b)
+            .and_then(|p| b.get(p + b"\"data\":".len()..))
+            .unwrap_or(b),
+    };
+    ServerText::Msg { seq, data }
+}
+
+/// The send stamp of a delivery's data: `"t":` first (as every publisher here writes it) or anywhere.
+fn stamp(data: &[u8]) -> Option<u64> {
+    match data.strip_prefix(b"{\"t\":") {
+        Some(rest) => leading_u64(rest).map(|(v, _)| v),
+        None => json_u64(data, b"\"t\":"),
+    }
 }
 
 /// One subscriber's live state.
@@ -42,16 +133,17 @@ struct Sub {
     check: SeqChecker,
 }
 
-/// Records one delivery: its seq, and its latency from the `"t":` stamp in `data`.
-fn deliver(sub: &RefCell<Sub>, tally: &RefCell<Tally>, ctx: &ThreadCtx, seq: u64, data: &[u8]) {
+/// Records one delivery: its seq, and its latency from the `"t":` stamp in `data` to `now` (nanoseconds since the
+/// epoch, read once per batch of input: every delivery in it had arrived by then). The caller adds the batch to the
+/// shared progress counter.
+fn deliver(sub: &RefCell<Sub>, tally: &RefCell<Tally>, now: u64, seq: u64, data: &[u8]) {
     sub.borrow_mut().check.record(seq);
     let mut t = tally.borrow_mut();
     t.received += 1;
     t.bytes += data.len() as u64;
-    if let Some(sent) = json_u64(data, b"\"t\":") {
-        t.latency.record_us(now_ns().saturating_sub(sent) / 1000);
+    if let Some(sent) = stamp(data) {
+        t.latency.record_us(now.saturating_sub(sent) / 1000);
     }
-    ctx.control.received.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A counting semaphore for one reactor thread: `acquire` waits (without polling) until a slot is free.
@@ -143,6 +235,8 @@ async fn ws_sub(
         let len = input.len();
         let mut pos = 0;
         let mut closed = false;
+        let now = now_ns();
+        let mut delivered = 0u64;
         loop {
             let rest = input.get_mut(pos..).unwrap_or_default();
             let (n, msg) = dec
@@ -150,22 +244,15 @@ async fn ws_sub(
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.as_str()))?;
             pos += n;
             match msg {
-                Some(Message::Text(s)) => {
-                    let b = s.as_bytes();
-                    if memmem::find(b, b"\"type\":\"msg\"").is_some() {
-                        let seq = json_u64(b, b"\"seq\":").unwrap_or(0);
-                        let data = memmem::find(b, b"\"data\":")
-                            .and_then(|p| b.get(p..))
-                            .unwrap_or(b);
-                        deliver(&sub, &tally, &ctx, seq, data);
-                    } else if memmem::find(b, b"\"type\":\"ack\"").is_some() {
-                        subscribed(&ctx, &ok, &mut settle);
-                    } else if memmem::find(b, b"\"type\":\"reset\"").is_some() {
-                        tally.borrow_mut().error("reset");
-                    } else {
-                        tally.borrow_mut().error("error_reply");
+                Some(Message::Text(s)) => match server_text(s.as_bytes()) {
+                    ServerText::Msg { seq, data } => {
+                        deliver(&sub, &tally, now, seq, data);
+                        delivered += 1;
                     }
-                }
+                    ServerText::Ack => subscribed(&ctx, &ok, &mut settle),
+                    ServerText::Reset => tally.borrow_mut().error("reset"),
+                    ServerText::Other => tally.borrow_mut().error("error_reply"),
+                },
                 Some(Message::Binary(_)) => tally.borrow_mut().error("unexpected_binary"),
                 Some(Message::Ping(p)) => pongs.push(p.to_vec()),
                 Some(Message::Pong(_)) => {}
@@ -174,6 +261,7 @@ async fn ws_sub(
             }
         }
         c.consume(len);
+        ctx.control.received.fetch_add(delivered, Ordering::Relaxed);
         if closed {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -213,6 +301,8 @@ async fn sse_sub(
         let len = input.len();
         parser.feed(input, &mut items);
         c.consume(len);
+        let now = now_ns();
+        let mut delivered = 0u64;
         for it in items.drain(..) {
             if let SseItem::Event(ev) = it {
                 if ev.event_type_or_message() != "message" {
@@ -220,9 +310,11 @@ async fn sse_sub(
                     continue;
                 }
                 let seq = ev.id.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
-                deliver(&sub, &tally, &ctx, seq, ev.data.as_bytes());
+                deliver(&sub, &tally, now, seq, ev.data.as_bytes());
+                delivered += 1;
             }
         }
+        ctx.control.received.fetch_add(delivered, Ordering::Relaxed);
         c.fill().await?;
     }
 }
@@ -293,9 +385,13 @@ async fn poll_sub(
         if b.is_reset() {
             tally.borrow_mut().error("reset");
         }
+        let now = now_ns();
         for m in &b.messages {
-            deliver(&sub, &tally, &ctx, m.seq, m.data.get().as_bytes());
+            deliver(&sub, &tally, now, m.seq, m.data.get().as_bytes());
         }
+        ctx.control
+            .received
+            .fetch_add(b.messages.len() as u64, Ordering::Relaxed);
         since = b.next(&topic).unwrap_or(since);
     }
 }
@@ -442,8 +538,10 @@ pub fn publish_body(n: u64, pad: &str) -> String {
     format!("{{\"t\":{},\"i\":{n},\"p\":\"{pad}\"}}", now_ns())
 }
 
-/// Publishes on `args.topics` topics round-robin at `args.rate` (0: as fast as acknowledgements come back) for
-/// `args.duration` seconds or `args.messages` messages, one request at a time. Runs on its own runtime.
+/// Publishes on `args.topics` topics round-robin at `args.rate` for `args.duration` seconds or `args.messages`
+/// messages. At rate 0 (as fast as acknowledgements come back) and over HTTP, one request at a time; at a fixed rate
+/// over WebSocket, open loop (publishes leave on schedule; acknowledgements are matched as they come). Runs on
+/// its own runtime.
 pub fn publish(target: std::net::SocketAddr, args: &FanoutArgs) -> Published {
     let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .enable_timer()
@@ -485,6 +583,18 @@ async fn publish_async(target: std::net::SocketAddr, args: &FanoutArgs) -> Publi
     let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
     let start = Instant::now();
     let end = start + Duration::from_secs(args.duration);
+    if let (PubVia::Ws, Some(iv)) = (args.publish_via, interval) {
+        let plan = OpenLoop {
+            names: &names,
+            pad: &pad,
+            interval: iv,
+            end,
+            messages: args.messages,
+            ack_wait: Duration::from_millis(args.grace_ms.max(1000)),
+        };
+        publish_ws_open(c, rng, plan, &mut out).await;
+        return out;
+    }
     let mut next = start;
     let mut n = 0u64;
     while Instant::now() < end && (args.messages == 0 || n < args.messages) {
@@ -518,6 +628,158 @@ async fn publish_async(target: std::net::SocketAddr, args: &FanoutArgs) -> Publi
     }
     out.secs = start.elapsed().as_secs_f64();
     out
+}
+
+/// What an open-loop publisher publishes.
+struct OpenLoop<'a> {
+    /// Topic names, published round-robin.
+    names: &'a [String],
+    /// Body padding.
+    pad: &'a str,
+    /// Time between publishes.
+    interval: Duration,
+    /// When to stop publishing.
+    end: Instant,
+    /// Stop after this many (0: no limit).
+    messages: u64,
+    /// How long to wait for the last acknowledgements after the last publish.
+    ack_wait: Duration,
+}
+
+/// The acknowledgements an open-loop publisher's reader matched so far (in order: a connection's replies come in
+/// the order of its requests), and how the reader ended.
+#[derive(Default)]
+struct Acks {
+    seqs: Vec<u64>,
+    error: Option<String>,
+    waiter: Option<std::task::Waker>,
+}
+
+/// Fixed-rate publishing over WebSocket, open loop: each publish goes out on schedule whether or not the earlier
+/// ones were acknowledged, and a reader task on the other half of the connection matches the acknowledgements. A
+/// server slow to acknowledge (a busy reactor's turn) cannot lower the offered rate: its queueing shows in the
+/// subscribers' latency instead of hiding as fewer messages, and the publish window is the schedule's, not the
+/// last acknowledgement's.
+async fn publish_ws_open(c: Conn, mut rng: MaskRng, plan: OpenLoop<'_>, out: &mut Published) {
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+    let mut c = c;
+    let leftover = c.input().to_vec();
+    let (mut rd, mut wr) = c.stream.into_split();
+    let acks = Rc::new(RefCell::new(Acks::default()));
+    let acks2 = acks.clone();
+    let reader = monoio::spawn(async move {
+        let mut dec = ws_decoder();
+        let mut buf = leftover;
+        buf.reserve(16 * 1024);
+        let end = |a: &RefCell<Acks>, e: &str| {
+            let mut a = a.borrow_mut();
+            a.error.get_or_insert_with(|| e.to_owned());
+            if let Some(w) = a.waiter.take() {
+                w.wake();
+            }
+        };
+        loop {
+            let mut pos = 0;
+            loop {
+                let rest = buf.get_mut(pos..).unwrap_or_default();
+                let (k, msg) = match dec.decode(rest) {
+                    Ok(r) => r,
+                    Err(e) => return end(&acks2, e.as_str()),
+                };
+                pos += k;
+                match msg {
+                    Some(Message::Text(s)) => match server_text(s.as_bytes()) {
+                        ServerText::Ack => {
+                            let seq = json_u64(s.as_bytes(), b"\"seq\":").unwrap_or(0);
+                            let mut a = acks2.borrow_mut();
+                            a.seqs.push(seq);
+                            if let Some(w) = a.waiter.take() {
+                                w.wake();
+                            }
+                        }
+                        ServerText::Other => return end(&acks2, "publish_refused"),
+                        _ => {}
+                    },
+                    Some(Message::Close(_)) => return end(&acks2, "closed_by_server"),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            // A frame cut by the read stays for the decoder, which consumed it into its own state.
+            buf.clear();
+            let (res, b) = rd.read(buf).await;
+            buf = b;
+            match res {
+                Ok(0) => return end(&acks2, "closed_by_server"),
+                Ok(_) => {}
+                Err(e) => return end(&acks2, &failure_reason(&e)),
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut next = start;
+    let mut sent = 0u64;
+    let mut frame = Vec::with_capacity(256);
+    let mut op = Vec::with_capacity(256);
+    while Instant::now() < plan.end && (plan.messages == 0 || sent < plan.messages) {
+        if acks.borrow().error.is_some() {
+            break;
+        }
+        let topic = plan.names.get((sent as usize) % plan.names.len().max(1));
+        let body = publish_body(sent, plan.pad);
+        let id = sent.to_string();
+        op.clear();
+        write_client_op(
+            &mut op,
+            &ClientOp::Pub {
+                topic: topic.map_or("", String::as_str),
+                data: &body,
+                id: Some(RequestId(&id)),
+            },
+        );
+        frame.clear();
+        ringcast_protocol::ws::encode_client_frame(&mut frame, true, OpCode::Text, &op, &mut rng);
+        let (res, f) = wr.write_all(std::mem::take(&mut frame)).await;
+        frame = f;
+        if let Err(e) = res {
+            acks.borrow_mut().error = Some(failure_reason(&e));
+            break;
+        }
+        sent += 1;
+        next += plan.interval;
+        let now = Instant::now();
+        if next > now {
+            monoio::time::sleep(next - now).await;
+        }
+    }
+    out.secs = start.elapsed().as_secs_f64();
+    // The last acknowledgements: every publish is answered, or the reader ended, or the wait ran out.
+    let waited = monoio::time::timeout(
+        plan.ack_wait,
+        std::future::poll_fn(|cx| {
+            let mut a = acks.borrow_mut();
+            if a.seqs.len() as u64 >= sent || a.error.is_some() {
+                std::task::Poll::Ready(())
+            } else {
+                a.waiter = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }),
+    )
+    .await;
+    drop(reader);
+    let a = acks.borrow();
+    let topics = out.ranges.len().max(1);
+    for (i, &seq) in a.seqs.iter().enumerate() {
+        if let Some(slot) = out.ranges.get_mut(i % topics) {
+            *slot = Some(slot.map_or((seq, seq), |(first, _)| (first, seq)));
+        }
+    }
+    out.count = a.seqs.len() as u64;
+    out.error = a.error.clone().or_else(|| {
+        (waited.is_err() && (a.seqs.len() as u64) < sent)
+            .then(|| "publish_unacknowledged".to_owned())
+    });
 }
 
 async fn publish_http(c: &mut Conn, topic: &str, body: &str) -> io::Result<u64> {
@@ -603,8 +865,76 @@ mod tests {
         assert_eq!(json_u64(b"{\"seq\": 7}", b"\"seq\":"), Some(7));
         assert_eq!(json_u64(b"{\"seq\":\"7\"}", b"\"seq\":"), None);
         assert_eq!(json_u64(b"{}", b"\"seq\":"), None);
+        assert_eq!(
+            json_u64(b"{\"seq\":99999999999999999999}", b"\"seq\":"),
+            None
+        );
         let body = publish_body(5, "ab");
         assert!(body.ends_with(",\"i\":5,\"p\":\"ab\"}"), "{body}");
         assert!(json_u64(body.as_bytes(), b"\"t\":").is_some());
+    }
+
+    #[test]
+    fn integers_up_to_u64_max() {
+        let k = b"\"seq\":";
+        assert_eq!(
+            json_u64(b"{\"seq\":18446744073709551615}", k),
+            Some(u64::MAX)
+        );
+        assert_eq!(json_u64(b"{\"seq\":18446744073709551616}", k), None);
+        assert_eq!(
+            json_u64(b"{\"seq\":9999999999999999999}", k),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(json_u64(b"{\"seq\":007}", k), Some(7));
+        assert_eq!(json_u64(b"{\"seq\":0}", k), Some(0));
+    }
+
+    #[test]
+    fn server_texts_in_any_key_order() {
+        let msg = |seq, data: &'static [u8]| ServerText::Msg { seq, data };
+        let cases: &[(&[u8], ServerText<'static>)] = &[
+            (
+                br#"{"type":"msg","topic":"a.b","seq":42,"data":{"t":17,"i":3}}"#,
+                msg(42, br#"{"t":17,"i":3}}"#),
+            ),
+            // The peers' layout, a topic whose name holds the key, and other key orders take the slow path.
+            (
+                br#"{"type":"msg","topic":"x\"seq\":9","seq":5,"data":1}"#,
+                msg(5, b"1}"),
+            ),
+            (
+                br#"{"seq":7,"data":{"t":1},"type":"msg"}"#,
+                msg(7, br#"{"t":1},"type":"msg"}"#),
+            ),
+            (
+                br#"{"data":2,"type":"msg","seq": 8}"#,
+                msg(8, br#"2,"type":"msg","seq": 8}"#),
+            ),
+            (br#"{"type":"msg","data":3}"#, msg(0, b"3}")),
+            (br#"{"type":"ack","id":"1","seq":3}"#, ServerText::Ack),
+            (br#"{"type":"reset","topic":"a"}"#, ServerText::Reset),
+            (br#"{"type":"error","code":"bad"}"#, ServerText::Other),
+            (b"", ServerText::Other),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                server_text(text),
+                *want,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn stamps_first_or_anywhere() {
+        assert_eq!(
+            stamp(br#"{"t":1700000000000000000,"i":3}"#),
+            Some(1_700_000_000_000_000_000)
+        );
+        assert_eq!(stamp(br#"{"i":3,"t": 12}"#), Some(12));
+        assert_eq!(stamp(br#"{"i":3}"#), None);
+        assert_eq!(stamp(br#"{"t":"x"}"#), None);
     }
 }

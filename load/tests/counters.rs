@@ -87,7 +87,11 @@ fn frames(r: &mut BufReader<TcpStream>, mut on: impl FnMut(&[u8]) -> bool) {
     }
 }
 
-/// A fake pub/sub server: `/ws` subscribers get an ack, `POST /publish/{t}` numbers messages 1, 2, … and
+/// How long the fake pub/sub server takes to acknowledge a WebSocket publish (one at a time, in order).
+const WS_ACK_DELAY: Duration = Duration::from_millis(100);
+
+/// A fake pub/sub server: `/ws` subscribers get an ack, a WebSocket `pub` is delivered at once and acknowledged
+/// after [`WS_ACK_DELAY`], `POST /publish/{t}` numbers messages 1, 2, … and
 /// delivers them; with `faults`, seq 3 is dropped, seq 5 sent twice and seqs 7 and 8 swapped; with `late`, seqs
 /// 6 to 10 are held back and delivered 500 ms after seq 10 was acknowledged (a backlog drained after publishing).
 fn fake_pubsub(faults: bool, late: bool) -> SocketAddr {
@@ -110,7 +114,24 @@ fn fake_pubsub(faults: bool, late: bool) -> SocketAddr {
                         w.write_all(SWITCH).unwrap();
                         let mut sub_w = w.try_clone().unwrap();
                         let subs = subs.clone();
+                        let seq = seq.clone();
                         frames(&mut r, move |op| {
+                            if op.starts_with(b"{\"op\":\"pub\"") {
+                                // A WebSocket publish: delivered now, acknowledged after WS_ACK_DELAY.
+                                let v: serde_json::Value = serde_json::from_slice(op).unwrap();
+                                let n = seq.fetch_add(1, Ordering::SeqCst) + 1;
+                                let msg = text_frame(&format!(
+                                    r#"{{"type":"msg","topic":"load.0","seq":{n},"data":{}}}"#,
+                                    v["data"]
+                                ));
+                                for s in subs.lock().unwrap().iter_mut() {
+                                    s.write_all(&msg).unwrap();
+                                }
+                                std::thread::sleep(WS_ACK_DELAY);
+                                let ack = format!(r#"{{"type":"ack","id":{},"seq":{n}}}"#, v["id"]);
+                                sub_w.write_all(&text_frame(&ack)).unwrap();
+                                return true;
+                            }
                             assert!(op.starts_with(b"{\"op\":\"sub\""));
                             sub_w
                                 .write_all(&text_frame(r#"{"type":"ack","id":1}"#))
@@ -232,6 +253,24 @@ fn fanout_rates_while_publishing_and_to_the_last_receipt() {
     assert!(r.drained_secs >= 0.5, "{r}");
     let drained = r.messages_per_sec_drained * r.drained_secs;
     assert!((drained - 30.0).abs() < 0.5, "{drained} by the end: {r}");
+}
+
+#[test]
+fn a_fixed_rate_over_websocket_does_not_wait_for_acknowledgements() {
+    // 20 publishes a second for 1 s against a server that needs 100 ms per acknowledgement: waiting for each
+    // would publish about 10 (and hide the server's delay from the latency); open loop publishes all 20 on time
+    // and still matches every acknowledgement to its seq.
+    let addr = fake_pubsub(false, false);
+    let r = execute(&cli(
+        addr,
+        "fanout -n 2 -k 1 --rate 20 --duration 1 --publish-via ws --grace-ms 5000",
+    ))
+    .unwrap();
+    assert_eq!((r.published, r.expected, r.received), (20, 40, 40), "{r}");
+    assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "{r}");
+    assert!(r.errors.is_empty(), "{r}");
+    // The publish window is the schedule's (about 1 s), not the last acknowledgement's (about 2 s).
+    assert!(r.seconds < 1.5, "{r}");
 }
 
 /// A fake echo server counting the messages it echoes; with `swallow`, the 50th message on the first connection
