@@ -99,10 +99,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SIZE")]
     pub send_buffer: Option<String>,
     /// Subscribers a core writes a topic's messages to per turn before serving its other sockets again; a bigger
-    /// fan-out goes on over the next turns. Lowers latency for large fan-outs (1024 halved the median at 10,000
-    /// subscribers). 0: every subscriber in one turn [default: 0]
+    /// fan-out goes on over the next turns. 0: every subscriber in one turn [default: 1024]
     #[arg(long, value_name = "N")]
     pub fanout_slice: Option<usize>,
+    /// Bytes a core writes per turn for fan-out, and again for backlogs, before serving its other sockets again:
+    /// keeps requests, publishes and new connections answered in milliseconds during a flood. 0: no bound
+    /// [default: 1MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub turn_write_budget: Option<String>,
     /// What to do with a slow consumer [default: disconnect]
     #[arg(long, value_enum)]
     pub slow_consumer: Option<PolicyArg>,
@@ -304,6 +308,7 @@ impl ServeArgs {
             write_high_water,
             send_buffer,
             fanout_slice,
+            turn_write_budget,
             slow_consumer,
             read_buffer_size,
             history_messages,
@@ -407,6 +412,11 @@ impl ServeArgs {
                 &mut c.write_high_water,
             ),
             ("send-buffer", &a.send_buffer, &mut c.send_buffer),
+            (
+                "turn-write-budget",
+                &a.turn_write_budget,
+                &mut c.turn_write_budget,
+            ),
             (
                 "read-buffer-size",
                 &a.read_buffer_size,
@@ -568,10 +578,20 @@ mod tests {
     }
 
     #[test]
-    fn fanout_slice_defaults_to_whole_turns_and_takes_a_count() {
-        assert_eq!(parse(&[]).resolve().unwrap().fanout_slice, 0);
-        let c = parse(&["--fanout-slice", "1024"]).resolve().unwrap();
-        assert_eq!(c.fanout_slice, 1024);
+    fn fanout_slice_defaults_to_1024_and_takes_a_count() {
+        assert_eq!(parse(&[]).resolve().unwrap().fanout_slice, 1024);
+        let c = parse(&["--fanout-slice", "0"]).resolve().unwrap();
+        assert_eq!(c.fanout_slice, 0);
+    }
+
+    #[test]
+    fn turn_write_budget_defaults_to_1mib_and_takes_a_size() {
+        assert_eq!(parse(&[]).resolve().unwrap().turn_write_budget, 1 << 20);
+        let c = parse(&["--turn-write-budget", "64KiB"]).resolve().unwrap();
+        assert_eq!(c.turn_write_budget, 64 << 10);
+        let c = parse(&["--turn-write-budget", "0"]).resolve().unwrap();
+        assert_eq!(c.turn_write_budget, 0);
+        assert!(parse(&["--turn-write-budget", "lots"]).resolve().is_err());
     }
 
     #[test]

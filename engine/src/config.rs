@@ -96,12 +96,16 @@ pub struct Config {
     pub send_buffer: usize,
     /// Subscribers a core writes a topic's messages to per turn before it serves its other sockets again; a larger
     /// fan-out continues in the next turns, a slice at a time, and messages published meanwhile join the same
-    /// writes. 0, the default, writes every subscriber in one turn. A slice bounds how long one fan-out holds up a
-    /// publisher's next message and every other connection on the core. On the benchmark VM, at 10,000
-    /// subscribers and 10 messages/s, 1,024 halved the median publish-to-receive latency. Under a flood, counted
-    /// from the first publish to the last receipt, it delivered the same (benches/RESULTS.md, "Fan-out in
-    /// slices").
+    /// writes. 0 writes every subscriber in one turn. A slice bounds how many `writev` calls one fan-out makes
+    /// before a new request, a publish or another topic is served (one call costs about 9 µs of kernel time on the
+    /// benchmark VM, so 1,024, the default, is about 10 ms).
     pub fanout_slice: usize,
+    /// Bytes a core hands to the kernel per turn for fan-out, and again for connections draining a backlog,
+    /// before it serves its other sockets (the rest goes on in the next turns). Loopback and large socket buffers
+    /// let one turn push a backlog of a gigabyte into ten thousand sockets; without this bound a flood held a
+    /// health check for 7 s, with 1 MiB (the default) for at most 5 ms, at the same throughput
+    /// (benches/RESULTS.md, "Turn write budget"). 0: no bound.
+    pub turn_write_budget: usize,
     /// The slow-consumer policy.
     pub slow_consumer: SlowConsumerPolicy,
     /// Size of each core's shared read buffer.
@@ -196,7 +200,8 @@ impl Default for Config {
             max_headers: 64,
             write_high_water: 4 << 20,
             send_buffer: 0,
-            fanout_slice: 0,
+            fanout_slice: 1024,
+            turn_write_budget: 1 << 20,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             read_buffer_size: 64 * 1024,
             events_per_wake: 1024,

@@ -9,7 +9,9 @@
 //! Per readable connection and wake-up the core does one `read(2)` into the shared buffer, decodes in place, stages
 //! every reply in the shared write buffer and hands it to the kernel with one `write(2)`: a reply to many messages
 //! is one syscall (corking). Only what the kernel refuses is copied into the connection's own bounded queue, which
-//! is then drained with `writev(2)` on EPOLLOUT.
+//! is then drained with `writev(2)` when writable: such a connection is also in the core's write set, a second
+//! epoll set for `EPOLLOUT` nested in the first, which a turn serves after everything readable and up to the turn's
+//! write budget.
 
 use std::cell::RefCell;
 use std::io;
@@ -45,11 +47,13 @@ use crate::conn::{
     CLOSE_ON_FLUSH, Conn, ERRORED, IP_LIMITED, NO_IP_SLOT, OutFrame, PING_OUT, REJECT, Route,
     SHUT_WRITE, State, Tick, WANT_WRITE, ticks,
 };
-use crate::poller::{Epoll, READ, READ_WRITE, Waker};
+use crate::poller::{Epoll, READ, WRITE, Waker};
 use crate::stats::{CoreStats, add, render_prometheus, sub};
 
 /// The epoll token of the core's waker.
 const WAKER_TOKEN: u64 = u64::MAX;
+/// The epoll token of the core's write set (nested in its readiness set).
+const WRITE_SET_TOKEN: u64 = u64::MAX - 1;
 /// Most buffers handed to one writev.
 const MAX_IOVECS: usize = 64;
 /// Most client IPs one core tracks for the per-IP limits; connections from further IPs are not limited per IP
@@ -93,6 +97,8 @@ pub(crate) struct Core {
     stats: Arc<CoreStats>,
     conns: Slab<Conn>,
     epoll: Epoll,
+    /// Connections with unsent output, waiting to be writable; registered in `epoll` as one member.
+    write_set: Epoll,
     waker: Arc<Waker>,
     read_buf: Box<[u8]>,
     /// Replies staged for the connection being served.
@@ -167,6 +173,8 @@ impl Core {
         let c = &shared.config;
         let epoll = Epoll::new()?;
         epoll.add(waker.raw_fd(), READ, WAKER_TOKEN)?;
+        let write_set = Epoll::new()?;
+        epoll.add(write_set.raw_fd(), READ, WRITE_SET_TOKEN)?;
         let decoder_config = DecoderConfig {
             max_message_size: c.max_message_size,
             max_frame_size: c.max_frame_size,
@@ -195,6 +203,7 @@ impl Core {
             shared,
             stats,
             epoll,
+            write_set,
             waker,
             decoder_config,
             limits,
@@ -231,6 +240,14 @@ impl Core {
         let ms = now.duration_since(self.start).as_millis() as u64;
         self.now = (ms / (1000 / crate::conn::TICKS_PER_SEC)) as Tick;
         now
+    }
+
+    /// Bytes this core may hand to the kernel per turn for fan-out passes, and again for backlogs.
+    pub(crate) fn write_budget(&self) -> u64 {
+        match self.shared.config.turn_write_budget {
+            0 => u64::MAX,
+            n => n as u64,
+        }
     }
 
     /// How often the sweep runs: a quarter of the shortest timer, between 100 ms and 1 s.
@@ -415,8 +432,11 @@ impl Core {
                 0
             }
         };
+        // What arrived first (requests, new connections' first bytes, publishes, closes), then the backlogs: a
+        // connection waiting to write is in the write set, reported here as one event.
+        let mut writable = false;
         for ev in &events[..n] {
-            let (token, bits) = (ev.u64, ev.events);
+            let token = ev.u64;
             if token == WAKER_TOKEN {
                 self.waker.clear();
                 if self.shared.shutdown.load(Ordering::Acquire) {
@@ -424,18 +444,35 @@ impl Core {
                 }
                 continue;
             }
-            let key = token as usize;
-            if !self.conns.contains(key) {
+            if token == WRITE_SET_TOKEN {
+                writable = true;
                 continue;
             }
-            if bits & libc::EPOLLOUT as u32 != 0 {
-                self.flush(key);
-            }
-            if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLERR | libc::EPOLLHUP) as u32
-                != 0
-                && self.conns.contains(key)
-            {
+            let key = token as usize;
+            if self.conns.contains(key) {
                 self.on_readable(key);
+            }
+        }
+        if writable {
+            let n = match self.write_set.poll_now(&mut events) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "epoll_wait (write set) failed");
+                    0
+                }
+            };
+            // Backlogs get at most the turn's write budget; the write set is level-triggered, so whoever is left
+            // is reported again in the next turn.
+            let out0 = self.stats.bytes_out();
+            let limit = self.write_budget();
+            for ev in &events[..n] {
+                if self.stats.bytes_out() - out0 >= limit {
+                    break;
+                }
+                let key = ev.u64 as usize;
+                if self.conns.contains(key) {
+                    self.flush(key);
+                }
             }
         }
         self.events = events;

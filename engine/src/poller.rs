@@ -2,7 +2,8 @@
 //! bytes, plus an eventfd through which other threads wake the core.
 //!
 //! This is what lets an idle connection cost a slab entry and no task, no future and no buffer: the only thing the
-//! kernel keeps for it besides the socket is one epoll registration. The epoll descriptor itself is awaited through
+//! kernel keeps for it besides the socket is one epoll registration. A connection with unsent output is also in a
+//! second set, the core's write set, which is itself registered in the first: see [`WRITE`]. The epoll descriptor itself is awaited through
 //! the core's monoio runtime (an io_uring poll request, or the legacy driver's epoll), so the reactor sleeps in one
 //! place for accepts, timers and connection readiness alike.
 
@@ -11,8 +12,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Readable, or the peer shut its side down.
 pub(crate) const READ: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-/// Readable and writable.
-pub(crate) const READ_WRITE: u32 = READ | libc::EPOLLOUT as u32;
+/// Writable: the interest of a connection in the write set. The write set is separate so that a turn serves what
+/// arrived (requests, new connections, publishes) before it writes backlogs: with one level-triggered set, ten
+/// thousand subscribers draining a backlog sit in the ready list ahead of a new request, which then waits for all
+/// of their writes.
+pub(crate) const WRITE: u32 = libc::EPOLLOUT as u32;
 
 /// Thin safe wrapper over an epoll instance.
 pub(crate) struct Epoll {
@@ -47,8 +51,13 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
     }
 
+    #[cfg(test)]
     pub(crate) fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+    }
+
+    pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
     /// Takes ready events without blocking; returns how many were written to the front of `events`.
@@ -124,11 +133,34 @@ mod tests {
         assert_eq!(token, 7);
         w.clear();
         assert_eq!(ep.poll_now(&mut evs).unwrap(), 0);
-        ep.modify(w.raw_fd(), READ_WRITE, 9).unwrap();
+        ep.modify(w.raw_fd(), READ | WRITE, 9).unwrap();
         assert_eq!(
             ep.poll_now(&mut evs).unwrap(),
             1,
             "an eventfd is always writable"
         );
+    }
+
+    #[test]
+    fn a_nested_write_set_makes_the_outer_set_ready_until_deleted_from() {
+        let outer = Epoll::new().unwrap();
+        let writes = Epoll::new().unwrap();
+        outer.add(writes.raw_fd(), READ, 1).unwrap();
+        let w = Waker::new().unwrap();
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        assert_eq!(outer.poll_now(&mut evs).unwrap(), 0);
+        writes.add(w.raw_fd(), WRITE, 5).unwrap();
+        // Level-triggered: reported on every poll while the inner set has a ready member.
+        for _ in 0..2 {
+            assert_eq!(outer.poll_now(&mut evs).unwrap(), 1);
+            let token = evs[0].u64;
+            assert_eq!(token, 1);
+            assert_eq!(writes.poll_now(&mut evs).unwrap(), 1);
+            let token = evs[0].u64;
+            assert_eq!(token, 5);
+        }
+        writes.delete(w.raw_fd()).unwrap();
+        assert_eq!(outer.poll_now(&mut evs).unwrap(), 0);
+        assert!(writes.delete(w.raw_fd()).is_err(), "not a member any more");
     }
 }

@@ -150,6 +150,18 @@ fn subscribers_joining_during_a_flood_get_each_message_once_in_order() {
 fn subscribers_joining_during_a_flood_get_each_message_once_in_order_with_whole_turn_fanout() {
     joiners_during_a_flood(Config {
         fanout_slice: 0,
+        turn_write_budget: 0,
+        ..pc::config()
+    });
+}
+
+#[test]
+fn subscribers_joining_during_a_flood_get_each_message_once_in_order_one_write_a_turn() {
+    // A budget of one byte: every turn writes one subscriber's share of a fan-out and one backlog, and the core
+    // wakes itself (fan-out) or the write set stays ready (backlogs) for the rest.
+    joiners_during_a_flood(Config {
+        fanout_slice: 0,
+        turn_write_budget: 1,
         ..pc::config()
     });
 }

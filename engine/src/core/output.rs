@@ -379,12 +379,12 @@ impl Core {
             conn.out = None;
             if conn.has(WANT_WRITE) {
                 conn.flags &= !WANT_WRITE;
-                let _ = self.epoll.modify(conn.fd, READ, key as u64);
+                let _ = self.write_set.delete(conn.fd);
             }
             self.drained(key);
         } else if !conn.has(WANT_WRITE) {
             conn.flags |= WANT_WRITE;
-            let _ = self.epoll.modify(conn.fd, READ_WRITE, key as u64);
+            let _ = self.write_set.add(conn.fd, WRITE, key as u64);
         }
     }
 }

@@ -1019,11 +1019,17 @@ impl Core {
             n => n,
         };
         let mut budget = slice;
+        let bytes_limit = self.write_budget();
+        let out0 = self.stats.bytes_out();
         while budget > 0 {
+            let written = self.stats.bytes_out() - out0;
+            if written >= bytes_limit {
+                break;
+            }
             let Some(mut p) = self.passes.pop_front() else {
                 break;
             };
-            budget -= self.write_pass(&mut p, budget);
+            budget -= self.write_pass(&mut p, budget, bytes_limit - written);
             if p.next < p.subs.len() {
                 self.passes.push_front(p);
             }
@@ -1043,7 +1049,7 @@ impl Core {
         let mut kept = std::collections::VecDeque::with_capacity(passes.len());
         for mut p in passes {
             if p.topic == *topic {
-                self.write_pass(&mut p, usize::MAX);
+                self.write_pass(&mut p, usize::MAX, u64::MAX);
             } else {
                 kept.push_back(p);
             }
@@ -1052,12 +1058,18 @@ impl Core {
         self.passes = kept;
     }
 
-    /// Writes `p`'s messages to up to `max` more of its subscribers; returns how many it went through.
-    fn write_pass(&mut self, p: &mut Pass, max: usize) -> usize {
+    /// Writes `p`'s messages to up to `max` more of its subscribers, stopping early (after a whole subscriber)
+    /// once `max_bytes` went to the kernel; returns how many subscribers it went through.
+    fn write_pass(&mut self, p: &mut Pass, max: usize, max_bytes: u64) -> usize {
         let mut group = std::mem::take(&mut self.batch_group);
-        let end = p.subs.len().min(p.next.saturating_add(max));
+        let mut end = p.subs.len().min(p.next.saturating_add(max));
         let from = p.next;
-        for s in &p.subs[from..end] {
+        let out0 = self.stats.bytes_out();
+        for (i, s) in p.subs[from..end].iter().enumerate() {
+            if self.stats.bytes_out() - out0 >= max_bytes {
+                end = from + i;
+                break;
+            }
             let key = s.key as usize;
             match self.conns.get_mut(key) {
                 Some(c) if c.serial == s.serial => {

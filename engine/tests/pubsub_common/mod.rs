@@ -32,6 +32,8 @@ pub fn config() -> Config {
         pin_threads: false,
         driver: driver(),
         fanout_slice: 3,
+        // Small enough that a fan-out or a backlog regularly stops mid-way and goes on in a later turn.
+        turn_write_budget: 2048,
         history: HistoryLimits {
             max_messages: 20_000,
             max_bytes: 64 << 20,
