@@ -3,7 +3,7 @@
 //! open), publishes the same 64-byte payload as the peers' flood into `load.0` as fast as the engine accepts it, never
 //! more than `RING/2` messages ahead of what the sockets actually took (bytes written divided by the size of one
 //! message's frames to all subscribers), for the flood duration. Usage: `ringcast-flood --listen ADDR --cpu 1
-//! --driver uring|epoll --flood-subs N --flood-secs S [--send-buffer BYTES] [--fanout-slice N]` (the last two for experiments: the
+//! --driver uring|epoll --flood-subs N --flood-secs S [--send-buffer BYTES] [--fanout-slice N] [--turn-write-budget BYTES]` (the last three for experiments: the
 //! suite keeps the engine's defaults).
 
 use std::time::{Duration, Instant};
@@ -31,6 +31,9 @@ fn main() {
             // Experiments only (the suite keeps the engine's default).
             "--send-buffer" => cfg.send_buffer = v.parse().expect("--send-buffer BYTES"),
             "--fanout-slice" => cfg.fanout_slice = v.parse().expect("--fanout-slice N"),
+            "--turn-write-budget" => {
+                cfg.turn_write_budget = v.parse().expect("--turn-write-budget BYTES")
+            }
             _ => panic!("unknown flag {flag}"),
         }
     }
