@@ -55,7 +55,7 @@ const WAKER_TOKEN: u64 = u64::MAX;
 /// The epoll token of the core's write set (nested in its readiness set).
 const WRITE_SET_TOKEN: u64 = u64::MAX - 1;
 /// Most buffers handed to one writev.
-const MAX_IOVECS: usize = 64;
+const MAX_IOVECS: usize = 1024;
 /// Most client IPs one core tracks for the per-IP limits; connections from further IPs are not limited per IP
 /// until idle entries are evicted by the sweep.
 const MAX_TRACKED_IPS: usize = 1 << 18;
@@ -134,6 +134,8 @@ pub(crate) struct Core {
     batched: Vec<Arc<str>>,
     /// Reused list of one subscriber's frames while a batch is written.
     batch_group: Vec<(u32, bool, u32, Bytes)>,
+    /// A finished pass's joined-frames buffers, kept for the next pass.
+    spare_joined: Vec<(Vec<u8>, Vec<usize>)>,
     /// Topic batches being written to their subscribers, a slice per turn (see `pubsub::flush_batches`), oldest
     /// first.
     passes: std::collections::VecDeque<pubsub::Pass>,
@@ -224,6 +226,7 @@ impl Core {
             staged: Vec::new(),
             batched: Vec::new(),
             batch_group: Vec::new(),
+            spare_joined: Vec::new(),
             passes: std::collections::VecDeque::new(),
             dirty: Vec::new(),
             resume_http: Vec::new(),

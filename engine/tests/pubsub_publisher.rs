@@ -252,3 +252,56 @@ fn joiners_during_a_flood(config: Config) {
     drop((early, ws_joiners, sse_joiners));
     pc::stop(server);
 }
+
+/// A fan-out pass of several messages goes to each subscriber as one `write` of the frames joined back to back;
+/// what a full socket refuses is queued frame by frame from the cut, which can fall inside a frame. A subscriber
+/// that does not read (small buffers on both ends) must still get every message whole, once and in order, next to
+/// one that reads.
+#[test]
+fn joined_fanout_writes_cut_by_a_full_socket_lose_and_split_nothing() {
+    let server = pc::start(Config {
+        cores: ringcast_engine::CoreSet::Count(1),
+        send_buffer: 4096,
+        fanout_slice: 0,
+        turn_write_budget: 0,
+        ..pc::config()
+    });
+    let addr = server.local_addr();
+    let topic = "joined.cut";
+    let mut reader = pc::RawWs::connect(addr, None);
+    reader.sub(topic, None, 1);
+    let mut paused = pc::RawWs::connect(addr, Some(4096));
+    paused.sub(topic, None, 1);
+    let p = server.publisher();
+    let total = 3_000u64;
+    // Bursts, so that turns carry many messages (joined writes); 3,000 × ≈ 150 B stays under the 4 MiB
+    // high-water mark, so the slow-consumer policy never applies.
+    let pad = "x".repeat(97);
+    for n in 1..=total {
+        while let Err(e) = p.publish_json(topic, format!(r#"{{"n":{n},"p":"{pad}"}}"#)) {
+            assert_eq!(e, PublishError::Backpressure);
+            std::thread::yield_now();
+        }
+        if n % 250 == 0 {
+            // The reader keeps up; the paused one does not read at all yet.
+            for _ in 0..250 {
+                reader.msg();
+            }
+        }
+    }
+    for (who, ws) in [("reader", &mut reader), ("paused", &mut paused)] {
+        let from = if who == "reader" { total + 1 } else { 1 };
+        for n in from..=total {
+            let m = ws.msg();
+            assert_eq!((m.kind.as_str(), m.seq), ("msg", Some(n)), "{who}");
+            assert_eq!(
+                m.data.as_deref(),
+                Some(format!(r#"{{"n":{n},"p":"{pad}"}}"#).as_str()),
+                "{who}"
+            );
+        }
+    }
+    let dropped = pc::metric_sum(addr, "ringcast_slow_consumer_dropped_messages_total");
+    assert_eq!(dropped, 0, "nothing dropped");
+    pc::stop(server);
+}

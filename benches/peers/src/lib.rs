@@ -179,6 +179,8 @@ async fn flood(t: Arc<Topic>, secs: Duration) {
             tokio::task::yield_now().await;
         }
     }
+    // For experiments (the suite discards stderr).
+    eprintln!("flood: {n} messages in {secs:?}");
 }
 
 /// A client op, as far as the peers need it.

@@ -164,9 +164,20 @@ impl Core {
                 return;
             }
         }
+        self.queue_shared(key, &mut group[idx..], partial);
+    }
+
+    /// Queues `group` for a connection (its first frame with `partial` bytes already written) under the
+    /// slow-consumer policy, then tries to flush, which registers the connection in the write set.
+    pub(super) fn queue_shared(
+        &mut self,
+        key: usize,
+        group: &mut [(u32, bool, u32, Bytes)],
+        partial: usize,
+    ) {
         let conn = &mut self.conns[key];
         let out = conn.out.get_or_insert_with(Box::default);
-        for (i, (_, control, slot, b)) in group[idx..].iter_mut().enumerate() {
+        for (i, (_, control, slot, b)) in group.iter_mut().enumerate() {
             let bytes = std::mem::take(b);
             if i == 0 && partial > 0 {
                 out.head_written = partial;

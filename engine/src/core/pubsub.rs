@@ -67,6 +67,11 @@ pub(crate) struct Pass {
     subs: Vec<Sub>,
     /// Subscribers `subs[..next]` have been written.
     next: usize,
+    /// The WebSocket frames of `batch` back to back, built when the pass starts (the batch no longer changes
+    /// then) if it has two or more: one `write` per subscriber instead of one iovec per message.
+    joined: Vec<u8>,
+    /// End offset in `joined` of each WebSocket frame.
+    joined_ends: Vec<usize>,
 }
 
 /// A topic with subscribers on this core.
@@ -999,14 +1004,22 @@ impl Core {
                 .find(|p| p.topic == *topic)
                 .filter(|p| p.next == 0);
             match waiting {
-                Some(p) => p.batch.extend(batch),
+                Some(p) => {
+                    p.batch.extend(batch);
+                    // Joined again, with the new messages, when the pass starts.
+                    p.joined.clear();
+                    p.joined_ends.clear();
+                }
                 None => {
                     let subs = lt.subs.clone();
+                    let (joined, joined_ends) = self.spare_joined.pop().unwrap_or_default();
                     self.passes.push_back(Pass {
                         topic: topic.clone(),
                         batch,
                         subs,
                         next: 0,
+                        joined,
+                        joined_ends,
                     });
                 }
             }
@@ -1032,6 +1045,8 @@ impl Core {
             budget -= self.write_pass(&mut p, budget, bytes_limit - written);
             if p.next < p.subs.len() {
                 self.passes.push_front(p);
+            } else {
+                self.recycle(p);
             }
         }
         if !self.passes.is_empty() {
@@ -1050,12 +1065,25 @@ impl Core {
         for mut p in passes {
             if p.topic == *topic {
                 self.write_pass(&mut p, usize::MAX, u64::MAX);
+                self.recycle(p);
             } else {
                 kept.push_back(p);
             }
         }
         // Writing cannot start a pass (only `flush_batches` does), so nothing was added meanwhile.
         self.passes = kept;
+    }
+
+    /// Keeps a finished pass's joined buffer for the next pass (one spare: passes are written one after another).
+    fn recycle(&mut self, mut p: Pass) {
+        if self.spare_joined.is_empty() {
+            p.joined.clear();
+            p.joined_ends.clear();
+            self.spare_joined.push((
+                std::mem::take(&mut p.joined),
+                std::mem::take(&mut p.joined_ends),
+            ));
+        }
     }
 
     /// Writes `p`'s messages to up to `max` more of its subscribers, stopping early (after a whole subscriber)
@@ -1065,6 +1093,15 @@ impl Core {
         let mut end = p.subs.len().min(p.next.saturating_add(max));
         let from = p.next;
         let out0 = self.stats.bytes_out();
+        if from == 0 && p.joined_ends.is_empty() {
+            let frames = p.batch.iter().filter_map(|(ws, _)| ws.as_ref());
+            if frames.clone().nth(1).is_some() {
+                for f in frames {
+                    p.joined.extend_from_slice(f);
+                    p.joined_ends.push(p.joined.len());
+                }
+            }
+        }
         for (i, s) in p.subs[from..end].iter().enumerate() {
             if self.stats.bytes_out() - out0 >= max_bytes {
                 end = from + i;
@@ -1078,6 +1115,10 @@ impl Core {
                     }
                 }
                 _ => continue,
+            }
+            if !s.sse && !p.joined_ends.is_empty() && self.conns[key].out.is_none() {
+                self.write_joined(key, p, &mut group);
+                continue;
             }
             group.clear();
             group.extend(p.batch.iter().filter_map(|(ws, sse)| {
@@ -1094,6 +1135,51 @@ impl Core {
         self.batch_group = group;
         p.next = end;
         end - from
+    }
+
+    /// Writes a pass's joined WebSocket frames to a connection with nothing queued: one `write` of them all. What
+    /// the kernel refuses is queued frame by frame (the pass's own `Bytes`), exactly as `write_shared` would.
+    fn write_joined(&mut self, key: usize, p: &Pass, group: &mut Vec<(u32, bool, u32, Bytes)>) {
+        let fd = self.conns[key].fd;
+        let mut written = 0;
+        while written < p.joined.len() {
+            let rest = &p.joined[written..];
+            // SAFETY: `rest` is a live, initialised slice of `p.joined` for the duration of the call.
+            let r = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    break;
+                }
+                self.close(key);
+                return;
+            }
+            written += r as usize;
+            add(&self.stats.bytes_out, r as u64);
+            if (r as usize) < rest.len() {
+                break; // the socket is full
+            }
+        }
+        // Frames wholly written, and how much of the next one.
+        let idx = p.joined_ends.partition_point(|&e| e <= written);
+        let partial = written - idx.checked_sub(1).map_or(0, |i| p.joined_ends[i]);
+        add(&self.stats.frames_out, idx as u64);
+        if idx == p.joined_ends.len() {
+            self.drained(key);
+            return;
+        }
+        group.clear();
+        group.extend(
+            p.batch
+                .iter()
+                .filter_map(|(ws, _)| ws.as_ref())
+                .skip(idx)
+                .map(|b| (key as u32, false, 0, b.clone())),
+        );
+        self.queue_shared(key, group, partial);
     }
 
     /// Queues shared bytes for a connection; sent at the end of the turn, one writev per connection.

@@ -166,6 +166,8 @@ struct Sample {
     server_cpu: f64,
     /// Flood only: the server's peak RSS growth over its RSS before the run, per subscriber (bytes).
     mem_per_sub: f64,
+    /// Flood only: the server's CPU over the run (subscribers' handshakes included) per delivery received, ns.
+    server_ns: f64,
     ok: bool,
 }
 
@@ -462,7 +464,8 @@ fn one_run(env: &mut Env, s: Server, w: Work) -> Res<Sample> {
     }
     let out = c.stderr(Stdio::null()).output();
     let peak = proc_kib(child.id(), "VmHWM:");
-    let server_cpu = (proc_cpu_secs(child.id()) - cpu0) / t0.elapsed().as_secs_f64();
+    let server_cpu_secs = proc_cpu_secs(child.id()) - cpu0;
+    let server_cpu = server_cpu_secs / t0.elapsed().as_secs_f64();
     let _ = child.kill();
     let _ = child.wait();
     let out = out?;
@@ -518,6 +521,11 @@ fn one_run(env: &mut Env, s: Server, w: Work) -> Res<Sample> {
         window: f("messages_per_sec_window"),
         mem_per_sub: if w.is_flood() {
             (peak.saturating_sub(rss0) * 1024) as f64 / w.subs() as f64
+        } else {
+            0.0
+        },
+        server_ns: if w.is_flood() && f("received") > 0.0 {
+            server_cpu_secs * 1e9 / f("received")
         } else {
             0.0
         },
@@ -699,7 +707,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
             w.unit(),
             if lat { "p99 µs (median) | " } else { "" },
             if mem {
-                "while publishing | peak RSS growth per subscriber | "
+                "while publishing | peak RSS growth per subscriber | server CPU per delivery | "
             } else {
                 ""
             }
@@ -708,7 +716,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
             m,
             "|---|---:|---:|{}{}---:|---:|---:|---:|",
             if lat { "---:|" } else { "" },
-            if mem { "---:|---:|" } else { "" }
+            if mem { "---:|---:|---:|" } else { "" }
         )?;
         for (si, s) in servers.iter().enumerate() {
             let samples: Vec<&Sample> = r[wi][si].iter().filter(|x| x.ok).collect();
@@ -718,6 +726,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
             let scpu = stats(&samples.iter().map(|x| x.server_cpu).collect::<Vec<_>>()).0;
             let window = stats(&samples.iter().map(|x| x.window).collect::<Vec<_>>()).0;
             let per_sub = stats(&samples.iter().map(|x| x.mem_per_sub).collect::<Vec<_>>()).0;
+            let per_delivery = stats(&samples.iter().map(|x| x.server_ns).collect::<Vec<_>>()).0;
             let la = stats(&r[wi][si].iter().map(|x| x.loadavg).collect::<Vec<_>>()).0;
             let errors: u64 = r[wi][si].iter().map(|x| x.errors).sum();
             let failed = r[wi][si].len() - samples.len();
@@ -747,7 +756,12 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
                     String::new()
                 },
                 if mem {
-                    format!("{} | {} B | ", fmt_num(window), fmt_num(per_sub))
+                    format!(
+                        "{} | {} B | {:.0} ns | ",
+                        fmt_num(window),
+                        fmt_num(per_sub),
+                        per_delivery
+                    )
                 } else {
                     String::new()
                 },

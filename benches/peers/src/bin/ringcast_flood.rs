@@ -65,6 +65,8 @@ fn main() {
             Err(e) => panic!("publish: {e}"),
         }
     }
+    // What the engine took, for experiments (the suite discards stderr).
+    eprintln!("flood: {sent} messages to {subs} subscribers in {secs} s");
     // Stay up until the harness stops the process.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
