@@ -699,6 +699,9 @@ impl Core {
         if let Some(conn) = self.conns.try_remove(key) {
             close_fd(conn.fd);
             sub(&self.stats.connections_open, 1);
+            if conn.has(WANT_WRITE) {
+                sub(&self.stats.backlogged, 1);
+            }
             if let Some(e) = self.ip_entries.get_mut(conn.ip_slot as usize) {
                 e.open = e.open.saturating_sub(1);
             }

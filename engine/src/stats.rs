@@ -17,6 +17,8 @@ pub(crate) const TURN_BOUNDS_US: [u64; 5] = [100, 1_000, 10_000, 100_000, 1_000_
 #[repr(align(128))]
 pub struct CoreStats {
     pub(crate) connections_open: AtomicU64,
+    /// Connections with output the kernel refused, waiting for their socket to take it (in the write set).
+    pub(crate) backlogged: AtomicU64,
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_rejected: AtomicU64,
     pub(crate) handshakes: AtomicU64,
@@ -123,6 +125,11 @@ impl CoreStats {
         self.subscribers.load(Relaxed)
     }
 
+    /// Connections whose socket refused output that now waits in ringcast's queue for it (subscribers behind).
+    pub fn backlogged_connections(&self) -> u64 {
+        self.backlogged.load(Relaxed)
+    }
+
     /// Bytes written to sockets by this core.
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out.load(Relaxed)
@@ -143,12 +150,18 @@ impl CoreStats {
 pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>) {
     use std::io::Write;
     type Getter = fn(&CoreStats) -> &AtomicU64;
-    let families: [(&str, &str, &str, Getter); 28] = [
+    let families: [(&str, &str, &str, Getter); 29] = [
         (
             "ringcast_connections_open",
             "gauge",
             "Connections open.",
             |s| &s.connections_open,
+        ),
+        (
+            "ringcast_backlogged_connections",
+            "gauge",
+            "Connections whose socket refused output that now waits in ringcast's queue (subscribers behind).",
+            |s| &s.backlogged,
         ),
         (
             "ringcast_connections_accepted_total",

@@ -256,7 +256,8 @@ fn joiners_during_a_flood(config: Config) {
 /// A fan-out pass of several messages goes to each subscriber as one `write` of the frames joined back to back;
 /// what a full socket refuses is queued frame by frame from the cut, which can fall inside a frame. A subscriber
 /// that does not read (small buffers on both ends) must still get every message whole, once and in order, next to
-/// one that reads.
+/// one that reads. The backlogged-connections gauge counts it while it is behind, and not after it caught up or
+/// went away.
 #[test]
 fn joined_fanout_writes_cut_by_a_full_socket_lose_and_split_nothing() {
     let server = pc::start(Config {
@@ -289,6 +290,18 @@ fn joined_fanout_writes_cut_by_a_full_socket_lose_and_split_nothing() {
             }
         }
     }
+    let backlogged = |s: &ServerHandle| {
+        s.stats()
+            .iter()
+            .map(|c| c.backlogged_connections())
+            .sum::<u64>()
+    };
+    // The paused subscriber is behind (its socket refused output); the reader is not.
+    assert!(
+        pc::wait_until(Duration::from_secs(5), || backlogged(&server) == 1),
+        "one backlogged connection, got {}",
+        backlogged(&server)
+    );
     for (who, ws) in [("reader", &mut reader), ("paused", &mut paused)] {
         let from = if who == "reader" { total + 1 } else { 1 };
         for n in from..=total {
@@ -303,5 +316,32 @@ fn joined_fanout_writes_cut_by_a_full_socket_lose_and_split_nothing() {
     }
     let dropped = pc::metric_sum(addr, "ringcast_slow_consumer_dropped_messages_total");
     assert_eq!(dropped, 0, "nothing dropped");
+    assert!(
+        pc::wait_until(Duration::from_secs(5), || backlogged(&server) == 0),
+        "caught up: {}",
+        backlogged(&server)
+    );
+    // A backlogged subscriber that goes away leaves the gauge too.
+    drop(reader);
+    drop(paused);
+    let mut gone = pc::RawWs::connect(addr, Some(4096));
+    gone.sub(topic, None, 1);
+    for n in 1..=total {
+        while let Err(e) = p.publish_json(topic, format!(r#"{{"n":{n},"p":"{pad}"}}"#)) {
+            assert_eq!(e, PublishError::Backpressure);
+            std::thread::yield_now();
+        }
+    }
+    assert!(
+        pc::wait_until(Duration::from_secs(5), || backlogged(&server) >= 1),
+        "backlogged again"
+    );
+    drop(gone);
+    assert!(
+        pc::wait_until(Duration::from_secs(5), || backlogged(&server) == 0),
+        "closed: {}",
+        backlogged(&server)
+    );
+    assert_eq!(pc::metric_sum(addr, "ringcast_backlogged_connections"), 0);
     pc::stop(server);
 }

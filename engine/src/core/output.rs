@@ -391,11 +391,13 @@ impl Core {
             if conn.has(WANT_WRITE) {
                 conn.flags &= !WANT_WRITE;
                 let _ = self.write_set.delete(conn.fd);
+                sub(&self.stats.backlogged, 1);
             }
             self.drained(key);
         } else if !conn.has(WANT_WRITE) {
             conn.flags |= WANT_WRITE;
             let _ = self.write_set.add(conn.fd, WRITE, key as u64);
+            add(&self.stats.backlogged, 1);
         }
     }
 }
