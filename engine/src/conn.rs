@@ -67,12 +67,27 @@ pub(crate) const IP_LIMITED: u8 = 128;
 /// `Conn::ip_slot` of a connection whose IP is not tracked.
 pub(crate) const NO_IP_SLOT: u32 = u32::MAX;
 
-/// One queued frame (or response) and whether it may be dropped by the drop-oldest policy.
+/// One queued frame (or response), or a fan-out pass's WebSocket frames joined back to back, and whether it may be
+/// dropped by the drop-oldest policy.
 pub(crate) struct OutFrame {
     pub(crate) bytes: Bytes,
-    pub(crate) control: bool,
     /// The conflation slot of the topic this data frame belongs to (0: none).
     pub(crate) topic: u32,
+    /// Messages in `bytes`, for the drop counters: 1, or a joined pass's frame count (saturating).
+    pub(crate) messages: u16,
+    pub(crate) control: bool,
+}
+
+impl OutFrame {
+    /// One frame or response.
+    pub(crate) fn one(bytes: Bytes, control: bool, topic: u32) -> OutFrame {
+        OutFrame {
+            bytes,
+            topic,
+            messages: 1,
+            control,
+        }
+    }
 }
 
 /// Output the kernel has not taken yet. Allocated only while the socket is backed up.
@@ -126,6 +141,12 @@ mod tests {
         // The per-connection budget is 256 bytes of user space in all; the slab entry is most of it.
         let size = std::mem::size_of::<Conn>();
         assert!(size <= 128, "Conn grew to {size} bytes");
+    }
+
+    #[test]
+    fn queued_frame_is_compact() {
+        // Every message a slow subscriber has queued costs one of these (a joined pass: one for all its messages).
+        assert_eq!(std::mem::size_of::<OutFrame>(), 40);
     }
 
     #[test]

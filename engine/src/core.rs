@@ -134,8 +134,10 @@ pub(crate) struct Core {
     batched: Vec<Arc<str>>,
     /// Reused list of one subscriber's frames while a batch is written.
     batch_group: Vec<(u32, bool, u32, Bytes)>,
-    /// A finished pass's joined-frames buffers, kept for the next pass.
-    spare_joined: Vec<(Vec<u8>, Vec<usize>)>,
+    /// A finished pass's joined-frames buffer, kept for the next pass when no queue still holds a slice of it.
+    spare_joined: Option<bytes::BytesMut>,
+    /// A finished pass's frame-end offsets, kept for the next pass.
+    spare_ends: Vec<Vec<usize>>,
     /// Topic batches being written to their subscribers, a slice per turn (see `pubsub::flush_batches`), oldest
     /// first.
     passes: std::collections::VecDeque<pubsub::Pass>,
@@ -226,7 +228,8 @@ impl Core {
             staged: Vec::new(),
             batched: Vec::new(),
             batch_group: Vec::new(),
-            spare_joined: Vec::new(),
+            spare_joined: None,
+            spare_ends: Vec::new(),
             passes: std::collections::VecDeque::new(),
             dirty: Vec::new(),
             resume_http: Vec::new(),

@@ -254,7 +254,8 @@ fn joiners_during_a_flood(config: Config) {
 }
 
 /// A fan-out pass of several messages goes to each subscriber as one `write` of the frames joined back to back;
-/// what a full socket refuses is queued frame by frame from the cut, which can fall inside a frame. A subscriber
+/// what a full socket refuses is queued as one shared slice from the frame the cut falls in (partly written), and
+/// later passes go behind it as one entry each. A subscriber
 /// that does not read (small buffers on both ends) must still get every message whole, once and in order, next to
 /// one that reads. The backlogged-connections gauge counts it while it is behind, and not after it caught up or
 /// went away.

@@ -343,3 +343,58 @@ fn never_reading_subscriber_is_disconnected_within(send_buffer: usize, high: usi
     );
     pc::stop(server);
 }
+
+/// Bursts of messages go to subscribers as joined passes, and a subscriber that is behind queues a pass as one
+/// entry. Under `DropOldest`, dropping such an entry must count every message in it: for a subscriber that does
+/// not read during the bursts, what it finally reads plus what was counted as dropped is exactly what was
+/// published, its stream stays whole (every frame intact, seqs increasing) and ends on the newest message.
+#[test]
+fn drop_oldest_counts_every_message_of_a_dropped_joined_pass() {
+    const TOTAL: u64 = 3000;
+    let server = pc::start(Config {
+        cores: ringcast_engine::CoreSet::Count(1),
+        write_high_water: 64 * 1024,
+        send_buffer: 4096,
+        fanout_slice: 0,
+        turn_write_budget: 0,
+        ..config(SlowConsumerPolicy::DropOldest, &[])
+    });
+    let topic = "slow.joined";
+    let mut slow = pc::RawWs::connect(server.local_addr(), Some(4096));
+    slow.sub(topic, None, 1);
+    let p = server.publisher();
+    let pad = "y".repeat(200);
+    for n in 1..=TOTAL {
+        while let Err(e) = p.publish_json(topic, payload(n, &pad)) {
+            assert_eq!(e, PublishError::Backpressure);
+            std::thread::yield_now();
+        }
+    }
+    let mut seqs: Vec<u64> = Vec::new();
+    while seqs.last() != Some(&TOTAL) {
+        let m = slow.msg();
+        let seq = m.seq.unwrap();
+        assert!(
+            seqs.last().is_none_or(|&l| seq > l),
+            "{seq} after {:?}",
+            seqs.last()
+        );
+        assert_eq!(
+            m.data.unwrap(),
+            payload(seq, &pad),
+            "message {seq} corrupted"
+        );
+        seqs.push(seq);
+    }
+    let dropped = sum(&server, |s| s.slow_consumer_drops());
+    assert!(dropped > 0, "nothing dropped");
+    assert_eq!(
+        seqs.len() as u64 + dropped,
+        TOTAL,
+        "read {} and counted {dropped} dropped of {TOTAL}",
+        seqs.len()
+    );
+    assert_eq!(sum(&server, |s| s.slow_consumer_disconnects()), 0);
+    drop(slow);
+    pc::stop(server);
+}

@@ -87,20 +87,12 @@ impl Core {
             }
             let piece = rest.split_to(end - start);
             out.bytes += piece.len();
-            out.frames.push_back(OutFrame {
-                bytes: piece,
-                control,
-                topic: 0,
-            });
+            out.frames.push_back(OutFrame::one(piece, control, 0));
             start = end;
         }
         if !rest.is_empty() {
             out.bytes += rest.len();
-            out.frames.push_back(OutFrame {
-                bytes: rest,
-                control: true,
-                topic: 0,
-            });
+            out.frames.push_back(OutFrame::one(rest, true, 0));
         }
         // `bytes` counts what is still unwritten.
         out.bytes -= partial;
@@ -185,12 +177,37 @@ impl Core {
             } else {
                 out.bytes += bytes.len();
             }
-            out.frames.push_back(OutFrame {
-                bytes,
-                control: *control,
-                topic: *slot,
-            });
+            out.frames.push_back(OutFrame::one(bytes, *control, *slot));
         }
+        self.enforce_high_water(key);
+        if self.conns.contains(key) {
+            self.flush(key);
+        }
+    }
+
+    /// Queues one entry holding `messages` whole WebSocket frames (a slice of a fan-out pass's joined frames,
+    /// shared with every other subscriber that queues it) for a connection, its first `partial` bytes already
+    /// written (only when nothing was queued before), under the slow-consumer policy; then tries to flush.
+    pub(super) fn queue_joined(
+        &mut self,
+        key: usize,
+        bytes: Bytes,
+        partial: usize,
+        messages: usize,
+    ) {
+        let conn = &mut self.conns[key];
+        let out = conn.out.get_or_insert_with(Box::default);
+        debug_assert!(partial == 0 || out.frames.is_empty());
+        if partial > 0 {
+            out.head_written = partial;
+        }
+        out.bytes += bytes.len() - partial;
+        out.frames.push_back(OutFrame {
+            bytes,
+            topic: 0,
+            messages: u16::try_from(messages).unwrap_or(u16::MAX),
+            control: false,
+        });
         self.enforce_high_water(key);
         if self.conns.contains(key) {
             self.flush(key);
@@ -274,7 +291,7 @@ impl Core {
                         return true;
                     }
                     bytes -= f.bytes.len();
-                    dropped += 1;
+                    dropped += u64::from(f.messages);
                     false
                 });
                 out.bytes = bytes;
@@ -315,11 +332,8 @@ impl Core {
                 let mut frame = Vec::with_capacity(n + 2);
                 encode_server_frame(&mut frame, true, OpCode::Close, &payload[..n]);
                 out.bytes += frame.len();
-                out.frames.push_back(OutFrame {
-                    bytes: Bytes::from(frame),
-                    control: true,
-                    topic: 0,
-                });
+                out.frames
+                    .push_back(OutFrame::one(Bytes::from(frame), true, 0));
                 conn.state = State::Closing;
                 conn.flags |= ERRORED | CLOSE_ON_FLUSH;
                 conn.deadline = self.now.wrapping_add(self.timers.close);

@@ -68,8 +68,9 @@ pub(crate) struct Pass {
     /// Subscribers `subs[..next]` have been written.
     next: usize,
     /// The WebSocket frames of `batch` back to back, built when the pass starts (the batch no longer changes
-    /// then) if it has two or more: one `write` per subscriber instead of one iovec per message.
-    joined: Vec<u8>,
+    /// then) if it has two or more and some subscriber reads WebSocket: one `write` per subscriber instead of one
+    /// iovec per message, and one queue entry (a shared slice, no copy) for a subscriber that is behind.
+    joined: Bytes,
     /// End offset in `joined` of each WebSocket frame.
     joined_ends: Vec<usize>,
 }
@@ -1007,18 +1008,19 @@ impl Core {
                 Some(p) => {
                     p.batch.extend(batch);
                     // Joined again, with the new messages, when the pass starts.
-                    p.joined.clear();
+                    let joined = std::mem::take(&mut p.joined);
                     p.joined_ends.clear();
+                    self.reclaim_joined(joined);
                 }
                 None => {
                     let subs = lt.subs.clone();
-                    let (joined, joined_ends) = self.spare_joined.pop().unwrap_or_default();
+                    let joined_ends = self.spare_ends.pop().unwrap_or_default();
                     self.passes.push_back(Pass {
                         topic: topic.clone(),
                         batch,
                         subs,
                         next: 0,
-                        joined,
+                        joined: Bytes::new(),
                         joined_ends,
                     });
                 }
@@ -1074,15 +1076,23 @@ impl Core {
         self.passes = kept;
     }
 
-    /// Keeps a finished pass's joined buffer for the next pass (one spare: passes are written one after another).
+    /// Keeps a finished pass's buffers for the next pass (one spare: passes are written one after another).
     fn recycle(&mut self, mut p: Pass) {
-        if self.spare_joined.is_empty() {
-            p.joined.clear();
+        if self.spare_ends.is_empty() {
             p.joined_ends.clear();
-            self.spare_joined.push((
-                std::mem::take(&mut p.joined),
-                std::mem::take(&mut p.joined_ends),
-            ));
+            self.spare_ends.push(std::mem::take(&mut p.joined_ends));
+        }
+        self.reclaim_joined(p.joined);
+    }
+
+    /// Keeps a joined buffer for the next pass when nothing else holds it (no subscriber queued a slice of it);
+    /// otherwise the last queue to drain frees it.
+    fn reclaim_joined(&mut self, joined: Bytes) {
+        if self.spare_joined.is_none()
+            && let Ok(mut b) = joined.try_into_mut()
+        {
+            b.clear();
+            self.spare_joined = Some(b);
         }
     }
 
@@ -1095,11 +1105,13 @@ impl Core {
         let out0 = self.stats.bytes_out();
         if from == 0 && p.joined_ends.is_empty() {
             let frames = p.batch.iter().filter_map(|(ws, _)| ws.as_ref());
-            if frames.clone().nth(1).is_some() {
+            if frames.clone().nth(1).is_some() && p.subs.iter().any(|s| !s.sse) {
+                let mut joined = self.spare_joined.take().unwrap_or_default();
                 for f in frames {
-                    p.joined.extend_from_slice(f);
-                    p.joined_ends.push(p.joined.len());
+                    joined.extend_from_slice(f);
+                    p.joined_ends.push(joined.len());
                 }
+                p.joined = joined.freeze();
             }
         }
         for (i, s) in p.subs[from..end].iter().enumerate() {
@@ -1116,8 +1128,13 @@ impl Core {
                 }
                 _ => continue,
             }
-            if !s.sse && !p.joined_ends.is_empty() && self.conns[key].out.is_none() {
-                self.write_joined(key, p, &mut group);
+            if !s.sse && !p.joined_ends.is_empty() {
+                if self.conns[key].out.is_none() {
+                    self.write_joined(key, p);
+                } else {
+                    // Behind already: the whole pass as one queue entry, behind what waits.
+                    self.queue_joined(key, p.joined.clone(), 0, p.joined_ends.len());
+                }
                 continue;
             }
             group.clear();
@@ -1138,8 +1155,9 @@ impl Core {
     }
 
     /// Writes a pass's joined WebSocket frames to a connection with nothing queued: one `write` of them all. What
-    /// the kernel refuses is queued frame by frame (the pass's own `Bytes`), exactly as `write_shared` would.
-    fn write_joined(&mut self, key: usize, p: &Pass, group: &mut Vec<(u32, bool, u32, Bytes)>) {
+    /// the kernel refuses is queued as one entry, a slice of the joined frames from the first frame not wholly
+    /// written (its written part recorded, so the slow-consumer policy never cuts it mid-frame).
+    fn write_joined(&mut self, key: usize, p: &Pass) {
         let fd = self.conns[key].fd;
         let mut written = 0;
         while written < p.joined.len() {
@@ -1165,21 +1183,18 @@ impl Core {
         }
         // Frames wholly written, and how much of the next one.
         let idx = p.joined_ends.partition_point(|&e| e <= written);
-        let partial = written - idx.checked_sub(1).map_or(0, |i| p.joined_ends[i]);
+        let start = idx.checked_sub(1).map_or(0, |i| p.joined_ends[i]);
         add(&self.stats.frames_out, idx as u64);
         if idx == p.joined_ends.len() {
             self.drained(key);
             return;
         }
-        group.clear();
-        group.extend(
-            p.batch
-                .iter()
-                .filter_map(|(ws, _)| ws.as_ref())
-                .skip(idx)
-                .map(|b| (key as u32, false, 0, b.clone())),
+        self.queue_joined(
+            key,
+            p.joined.slice(start..),
+            written - start,
+            p.joined_ends.len() - idx,
         );
-        self.queue_shared(key, group, partial);
     }
 
     /// Queues shared bytes for a connection; sent at the end of the turn, one writev per connection.
@@ -1191,11 +1206,8 @@ impl Core {
         if let Some(out) = conn.out.as_mut() {
             // Already backed up: keep order behind what is queued.
             out.bytes += bytes.len();
-            out.frames.push_back(crate::conn::OutFrame {
-                bytes,
-                control,
-                topic: slot,
-            });
+            out.frames
+                .push_back(crate::conn::OutFrame::one(bytes, control, slot));
             if conn.flags & DIRTY == 0 {
                 conn.flags |= DIRTY;
                 self.dirty.push(key);

@@ -2,10 +2,12 @@
 //! mark (see `main`), plus an in-process [`Publisher`](ringcast_engine::Publisher) thread that, once N subscriptions
 //! are live (not merely N connections open), publishes the same 64-byte payload as the peers' flood into `load.0`
 //! as fast as the engine accepts it, never more than `RING/2` messages ahead of what the sockets actually took
-//! (bytes written divided by the size of one message's frames to all subscribers), for the flood duration. It
+//! (bytes written divided by the size of one message's frames to all subscribers) and, like the peers' rings,
+//! waiting for the slowest subscriber (no publish while any connection is backlogged), for the flood duration. It
 //! prints how many messages it published on stderr. Usage: `ringcast-flood --listen ADDR --cpu 1 --driver
 //! uring|epoll --flood-subs N --flood-secs S [--send-buffer BYTES] [--fanout-slice N] [--turn-write-budget BYTES]
-//! [--write-high-water BYTES]` (the last four for experiments: the suite uses the settings above).
+//! [--write-high-water BYTES] [--pace slowest|average]` (the last five for experiments: the suite uses the settings
+//! above; `--pace average` drops the slowest-subscriber wait).
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ fn main() {
         ..Config::default()
     };
     let (mut subs, mut secs, mut cpu) = (1000u64, 10.0f64, 1usize);
+    let mut pace_slowest = true;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let v = args.next().unwrap_or_default();
@@ -41,6 +44,7 @@ fn main() {
             "--write-high-water" => {
                 cfg.write_high_water = v.parse().expect("--write-high-water BYTES")
             }
+            "--pace" => pace_slowest = v == "slowest",
             "--turn-write-budget" => {
                 cfg.turn_write_budget = v.parse().expect("--turn-write-budget BYTES")
             }
@@ -55,6 +59,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let written = || handle.stats().iter().map(|s| s.bytes_out()).sum::<u64>();
+    let backlogged = || {
+        handle
+            .stats()
+            .iter()
+            .map(|s| s.backlogged_connections())
+            .sum::<u64>()
+    };
     let base = written();
     // One message to every subscriber: the WebSocket frame of {"type":"msg","topic":"load.0","seq":N,"data":...}.
     let frame = (ringcast_peers::flood_payload().len() + 48 + 2) as u64;
@@ -65,7 +76,9 @@ fn main() {
         // The same bound as the peers' flood (at most RING/2 messages ahead of the average subscriber), counted by
         // bytes the kernel took, not by messages queued for connections.
         let taken = written().saturating_sub(base) / per_message;
-        if sent.saturating_sub(taken) >= (ringcast_peers::RING / 2) as u64 {
+        if sent.saturating_sub(taken) >= (ringcast_peers::RING / 2) as u64
+            || (pace_slowest && backlogged() > 0)
+        {
             std::thread::yield_now();
             continue;
         }
