@@ -67,12 +67,48 @@ pub(crate) struct Pass {
     subs: Vec<Sub>,
     /// Subscribers `subs[..next]` have been written.
     next: usize,
+    /// `subs` was all of the topic's subscribers when the pass began (not a part split off another pass), so a
+    /// batch may join the pass while it waits.
+    full: bool,
     /// The WebSocket frames of `batch` back to back, built when the pass starts (the batch no longer changes
     /// then) if it has two or more and some subscriber reads WebSocket: one `write` per subscriber instead of one
     /// iovec per message, and one queue entry (a shared slice, no copy) for a subscriber that is behind.
     joined: Bytes,
     /// End offset in `joined` of each WebSocket frame.
     joined_ends: Vec<usize>,
+}
+
+impl Pass {
+    /// A pass of `batch` to `subs`, not begun; `ends` is a spare (empty) list for `joined_ends`.
+    fn new(
+        topic: Arc<str>,
+        batch: Vec<(Option<Bytes>, Option<Bytes>)>,
+        subs: Vec<Sub>,
+        full: bool,
+        ends: Vec<usize>,
+    ) -> Pass {
+        Pass {
+            topic,
+            batch,
+            subs,
+            next: 0,
+            full,
+            joined: Bytes::new(),
+            joined_ends: ends,
+        }
+    }
+
+    /// Adds messages for the subscribers not yet written; the frames are joined again, with them, when the pass
+    /// (re)starts, and the old joined buffer becomes the spare when nothing else holds it.
+    fn add(
+        &mut self,
+        more: impl Iterator<Item = (Option<Bytes>, Option<Bytes>)>,
+        spare: &mut Option<BytesMut>,
+    ) {
+        self.batch.extend(more);
+        self.joined_ends.clear();
+        *spare = reclaim(spare.take(), std::mem::take(&mut self.joined));
+    }
 }
 
 /// A topic with subscribers on this core.
@@ -93,6 +129,12 @@ pub(crate) struct LocalTopic {
     conflate: bool,
     /// Tag of this topic's frames in output queues (for conflation).
     slot: u32,
+    /// The topic's passes in the core's queue, with `caught_up`, hold each of its subscribers exactly once: a new
+    /// batch then goes to each of them (see `flush_batches`).
+    partitioned: bool,
+    /// While `partitioned`: the subscribers of the topic's passes that finished while others were still queued
+    /// (they wait for nothing).
+    caught_up: Vec<Sub>,
 }
 
 /// What a connection waits for when its HTTP request is answered by another core.
@@ -490,6 +532,8 @@ impl Core {
                 last_seq: 0,
                 conflate,
                 slot,
+                partitioned: false,
+                caught_up: Vec::new(),
             });
         if lt.slot == slot {
             self.topics.next_slot = self.topics.next_slot.wrapping_add(1).max(1);
@@ -550,6 +594,7 @@ impl Core {
             lt.sse_subs = lt.sse_subs.saturating_sub(u32::from(gone.sse));
             sub(&self.stats.subscribers, 1);
         }
+        lt.caught_up.retain(|s| s.key != key || s.serial != serial);
         self.drop_local_if_unused(topic);
     }
 
@@ -998,31 +1043,73 @@ impl Core {
             if batch.is_empty() {
                 continue;
             }
+            let mut mine = self.passes.iter().filter(|p| p.topic == *topic);
+            let has_passes = match (mine.next(), mine.next()) {
+                (None, _) => false,
+                // One pass for all the subscribers: a partition again.
+                (Some(p), None) if p.full => {
+                    lt.partitioned = true;
+                    lt.caught_up.clear();
+                    true
+                }
+                _ => true,
+            };
+            if has_passes
+                && lt.partitioned
+                && !self
+                    .passes
+                    .iter()
+                    .filter(|p| p.topic == *topic)
+                    .all(|p| mergeable(&p.batch, &batch))
+            {
+                // Too much to join again per pass (a flood): the batch waits behind, for everyone.
+                lt.partitioned = false;
+                lt.caught_up.clear();
+            }
+            if has_passes && lt.partitioned {
+                // Every subscriber is in exactly one waiting or running pass, or caught up: the batch goes behind
+                // what each waits for, in the same write. The running pass's written part and the caught-up
+                // subscribers get it in a pass of their own; the unwritten part gets it joined to the messages it
+                // still waits for, so a subscriber that is behind catches up with one write instead of one per
+                // message.
+                let mut done_part = None;
+                for p in self.passes.iter_mut().filter(|p| p.topic == *topic) {
+                    if p.next > 0 {
+                        let rest = p.subs.split_off(p.next);
+                        let done = std::mem::replace(&mut p.subs, rest);
+                        p.next = 0;
+                        p.full = false;
+                        done_part = Some(done);
+                    }
+                    p.add(batch.iter().cloned(), &mut self.spare_joined);
+                }
+                let mut subs: Vec<Sub> = done_part.unwrap_or_default();
+                subs.append(&mut lt.caught_up);
+                if !subs.is_empty() {
+                    let ends = self.spare_ends.pop().unwrap_or_default();
+                    self.passes
+                        .push_back(Pass::new(topic.clone(), batch, subs, false, ends));
+                }
+                continue;
+            }
             let waiting = self
                 .passes
                 .iter_mut()
                 .rev()
                 .find(|p| p.topic == *topic)
-                .filter(|p| p.next == 0);
+                .filter(|p| p.next == 0 && p.full);
             match waiting {
-                Some(p) => {
-                    p.batch.extend(batch);
-                    // Joined again, with the new messages, when the pass starts.
-                    let joined = std::mem::take(&mut p.joined);
-                    p.joined_ends.clear();
-                    self.reclaim_joined(joined);
-                }
+                Some(p) => p.add(batch.into_iter(), &mut self.spare_joined),
                 None => {
-                    let subs = lt.subs.clone();
-                    let joined_ends = self.spare_ends.pop().unwrap_or_default();
-                    self.passes.push_back(Pass {
-                        topic: topic.clone(),
+                    lt.partitioned = !has_passes;
+                    let ends = self.spare_ends.pop().unwrap_or_default();
+                    self.passes.push_back(Pass::new(
+                        topic.clone(),
                         batch,
-                        subs,
-                        next: 0,
-                        joined: Bytes::new(),
-                        joined_ends,
-                    });
+                        lt.subs.clone(),
+                        true,
+                        ends,
+                    ));
                 }
             }
         }
@@ -1048,6 +1135,16 @@ impl Core {
             if p.next < p.subs.len() {
                 self.passes.push_front(p);
             } else {
+                let others = self.passes.iter().any(|q| q.topic == p.topic);
+                if let Some(lt) = self.topics.local.get_mut(&p.topic) {
+                    if others && lt.partitioned {
+                        // Its subscribers wait for nothing now: the next batch's own pass takes them.
+                        lt.caught_up.extend_from_slice(&p.subs);
+                    } else {
+                        lt.partitioned = false;
+                        lt.caught_up.clear();
+                    }
+                }
                 self.recycle(p);
             }
         }
@@ -1074,6 +1171,10 @@ impl Core {
         }
         // Writing cannot start a pass (only `flush_batches` does), so nothing was added meanwhile.
         self.passes = kept;
+        if let Some(lt) = self.topics.local.get_mut(topic) {
+            lt.partitioned = false;
+            lt.caught_up.clear();
+        }
     }
 
     /// Keeps a finished pass's buffers for the next pass (one spare: passes are written one after another).
@@ -1082,18 +1183,7 @@ impl Core {
             p.joined_ends.clear();
             self.spare_ends.push(std::mem::take(&mut p.joined_ends));
         }
-        self.reclaim_joined(p.joined);
-    }
-
-    /// Keeps a joined buffer for the next pass when nothing else holds it (no subscriber queued a slice of it);
-    /// otherwise the last queue to drain frees it.
-    fn reclaim_joined(&mut self, joined: Bytes) {
-        if self.spare_joined.is_none()
-            && let Ok(mut b) = joined.try_into_mut()
-        {
-            b.clear();
-            self.spare_joined = Some(b);
-        }
+        self.spare_joined = reclaim(self.spare_joined.take(), p.joined);
     }
 
     /// Writes `p`'s messages to up to `max` more of its subscribers, stopping early (after a whole subscriber)
@@ -1266,6 +1356,38 @@ impl Core {
             }
         }
     }
+}
+
+/// Messages a waiting subscriber's pass may gather from later batches (see `flush_batches`).
+const MERGE_MESSAGES: usize = 64;
+/// Bytes of WebSocket frames a waiting subscriber's pass may gather from later batches.
+const MERGE_BYTES: usize = 64 << 10;
+
+/// Whether `more` may join a pass that holds `batch`: few messages, as with live traffic a little faster than a
+/// pass, not a flood (whose passes would be joined again, ever larger, at every turn).
+fn mergeable(
+    batch: &[(Option<Bytes>, Option<Bytes>)],
+    more: &[(Option<Bytes>, Option<Bytes>)],
+) -> bool {
+    batch.len() + more.len() <= MERGE_MESSAGES
+        && batch
+            .iter()
+            .chain(more)
+            .map(|(ws, sse)| ws.as_ref().or(sse.as_ref()).map_or(0, Bytes::len))
+            .sum::<usize>()
+            <= MERGE_BYTES
+}
+
+/// The spare joined buffer after a pass let go of `joined`: kept as the spare when there was none and nothing
+/// else holds it (no subscriber queued a slice of it); otherwise the last queue to drain frees it.
+fn reclaim(spare: Option<BytesMut>, joined: Bytes) -> Option<BytesMut> {
+    if spare.is_some() {
+        return spare;
+    }
+    joined.try_into_mut().ok().map(|mut b| {
+        b.clear();
+        b
+    })
 }
 
 fn sse_msg(seq: u64, data: &[u8]) -> Bytes {
