@@ -221,7 +221,7 @@ return seq
 "
 );
 
-/// Range read: the topic's last seq, the stream entries from ARGV[1] on (at most ARGV[2]) and the topic's base,
+/// Range read: the topic's last seq, the stream entries from `ARGV[1]` on (at most `ARGV[2]`) and the topic's base,
 /// atomically; from 1 (a resume from 0) means from the base. KEYS: seq, stream, base.
 const RANGE_LUA: &str = r"
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
