@@ -635,21 +635,23 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
     )?;
     let las: Vec<f64> = r.iter().flatten().flatten().map(|s| s.loadavg).collect();
     let (lmed, lmin, lmax) = stats(&las);
-    if lmax < 2.0 {
+    // The suite alone, one saturated core per side plus the previous run's tail in the 1-minute average, has been
+    // measured at up to 2.2 with nothing else running (2026-12-06).
+    if lmax < 2.5 {
         writeln!(
             m,
             "The machine was otherwise quiet: the 1-minute load average before each run was {lmin:.2}–{lmax:.2} \
-            (median {lmed:.2}; the suite itself keeps it near 1 to 1.5, one busy core for the server and one for the \
-            load generator). It is a 2-core VM, so read ratios measured in the same round rather than absolute \
-            figures.\n"
+            (median {lmed:.2}; the suite itself keeps it between 1 and about 2.2, one busy core for the server and \
+            one for the load generator, the previous run's tail included). It is a 2-core VM, so read ratios \
+            measured in the same round rather than absolute figures.\n"
         )?;
     } else {
         writeln!(
             m,
             "**These numbers come from a shared 2-core machine**: other jobs were running while the suite ran, so \
             the CPU each side got was not its own. The 1-minute load average before each run was \
-            {lmin:.2}–{lmax:.2} (median {lmed:.2}; the suite alone keeps it near 1 to 1.5). Read ratios measured in \
-            the same round, not absolute figures.\n"
+            {lmin:.2}–{lmax:.2} (median {lmed:.2}; the suite alone keeps it between 1 and about 2.2). Read ratios \
+            measured in the same round, not absolute figures.\n"
         )?;
     }
     writeln!(m, "- CPU: {cpu} ({} online)", cmd_out("nproc", &[]))?;
