@@ -215,6 +215,11 @@ pub struct FanoutArgs {
     /// of a flood, 64 KiB read 8.3M deliveries/s on one core where 8 KiB read 6.2M).
     #[arg(long, default_value_t = 65536)]
     pub read_buffer: usize,
+    /// Kernel receive buffer (`SO_RCVBUF`) per subscriber socket, bytes, set before connecting; 0: the kernel's
+    /// autotuning (on loopback up to `tcp_rmem`'s maximum, 32 MB here). Bounds what a flood can park in the
+    /// kernel per subscriber, for every server alike.
+    #[arg(long, default_value_t = 0)]
+    pub recv_buffer: usize,
     /// Seconds to hold every subscriber idle before publishing (the server's idle CPU is sampled over it when
     /// --server-pid is given).
     #[arg(long, default_value_t = 0)]

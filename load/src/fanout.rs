@@ -13,7 +13,9 @@ use ringcast_protocol::sse::{EventParser, SseItem};
 use ringcast_protocol::ws::{Message, OpCode};
 
 use crate::cli::{FanoutArgs, PubVia, Transport};
-use crate::net::{Conn, MaskRng, Sources, connect, failure_reason, now_ns, ws_decoder};
+use crate::net::{
+    Conn, MaskRng, Sources, connect, connect_with, failure_reason, now_ns, ws_decoder,
+};
 use crate::run::{Ranges, ThreadCtx};
 use crate::seq::SeqChecker;
 use crate::stats::Tally;
@@ -463,6 +465,7 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
         let topic = topic_name(&args.topic_prefix, i % topics);
         let transport = subscriber_transport(&args, i);
         let read_buffer = args.read_buffer.max(256);
+        let recv_buffer = args.recv_buffer;
         let (fl, st) = (in_flight.clone(), settled.clone());
         monoio::spawn(async move {
             t.borrow_mut().attempted += 1;
@@ -473,7 +476,8 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
                 fl2.release();
                 st2.set(st2.get() + 1);
             };
-            let r = match connect(cx.common.target, src.for_index(i as u64)).await {
+            let r = match connect_with(cx.common.target, src.for_index(i as u64), recv_buffer).await
+            {
                 Ok(s) => {
                     t.borrow_mut().established += 1;
                     cx.control.established.fetch_add(1, Ordering::Relaxed);

@@ -67,13 +67,32 @@ impl Sources {
 /// # Errors
 /// The socket, bind or connect error.
 pub async fn connect(target: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+    connect_with(target, source, 0).await
+}
+
+/// [`connect`], with the socket's receive buffer (`SO_RCVBUF`) set to `recv_buffer` bytes before connecting when it
+/// is not 0 (the kernel doubles the value and stops autotuning it; set before the handshake so the window scale
+/// fits it). That bounds what the kernel holds for this connection, whatever the server pushes.
+///
+/// # Errors
+/// The socket, option, bind or connect error.
+pub async fn connect_with(
+    target: SocketAddr,
+    source: Option<Ipv4Addr>,
+    recv_buffer: usize,
+) -> io::Result<TcpStream> {
     let stream = match source {
-        None => TcpStream::connect_addr(target).await?,
-        Some(src) => {
+        None if recv_buffer == 0 => TcpStream::connect_addr(target).await?,
+        _ => {
             use socket2::{Domain, Socket, Type};
-            let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-            bind_address_no_port(&sock);
-            sock.bind(&SocketAddr::new(IpAddr::V4(src), 0).into())?;
+            let sock = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+            if recv_buffer > 0 {
+                sock.set_recv_buffer_size(recv_buffer)?;
+            }
+            if let Some(src) = source {
+                bind_address_no_port(&sock);
+                sock.bind(&SocketAddr::new(IpAddr::V4(src), 0).into())?;
+            }
             sock.set_nonblocking(true)?;
             match sock.connect(&target.into()) {
                 Ok(()) => {}
@@ -422,6 +441,54 @@ pub fn now_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The socket's `SO_RCVBUF` as the kernel reports it.
+    fn rcvbuf(s: &TcpStream) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket fd, and a pointer to a live c_int with its exact size in `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw mut v).cast(),
+                &raw mut len,
+            )
+        };
+        assert_eq!(r, 0, "getsockopt: {}", io::Error::last_os_error());
+        v as usize
+    }
+
+    #[test]
+    fn a_receive_buffer_is_set_before_connecting_with_or_without_a_source_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        let (plain, sized, sized_from) = rt.block_on(async {
+            let plain = connect(addr, None).await.expect("connect");
+            let sized = connect_with(addr, None, 32 << 10)
+                .await
+                .expect("connect sized");
+            let from = Some(Ipv4Addr::new(127, 0, 0, 2));
+            let sized_from = connect_with(addr, from, 32 << 10)
+                .await
+                .expect("connect from");
+            (rcvbuf(&plain), rcvbuf(&sized), rcvbuf(&sized_from))
+        });
+        // Linux doubles the value it is given (bookkeeping overhead); the default is tcp_rmem's middle value.
+        assert_eq!(sized, 64 << 10);
+        assert_eq!(sized_from, 64 << 10);
+        assert_ne!(plain, sized, "the default would pass the check above");
+        for _ in 0..3 {
+            let (_, peer) = listener.accept().expect("accepted");
+            assert!(peer.ip().is_loopback());
+        }
+    }
 
     #[test]
     fn reasons_and_limits() {
