@@ -370,6 +370,19 @@ fn drop_oldest_counts_every_message_of_a_dropped_joined_pass() {
             std::thread::yield_now();
         }
     }
+    // `publish_json` returns once the message is in the core's channel; the core may still be fanning out. Reading
+    // before it has handed over every message lets a fast reader keep up and nothing is dropped (seen on a loaded CI
+    // machine), so wait until every message went to the subscriber's queue while it is not reading.
+    assert!(
+        pc::wait_until(Duration::from_secs(20), || sum(&server, |s| s.deliveries())
+            >= TOTAL),
+        "only {} of {TOTAL} messages handed over in 20 s",
+        sum(&server, |s| s.deliveries())
+    );
+    // Everything (≈ 690 KB) was handed over while the subscriber did not read: its queue must be held to the 64 KiB
+    // mark already, however the core batched the messages.
+    let dropped_unread = sum(&server, |s| s.slow_consumer_drops());
+    assert!(dropped_unread > 0, "nothing dropped before reading");
     let mut seqs: Vec<u64> = Vec::new();
     while seqs.last() != Some(&TOTAL) {
         let m = slow.msg();

@@ -5,6 +5,16 @@
 
 use super::*;
 
+/// The most bytes of a fan-out pass's joined frames one queue entry holds (see [`Core::queue_joined`]).
+pub(super) const JOINED_ENTRY_MAX: usize = 64 * 1024;
+
+/// One queue entry of a joined buffer (`ends`: each frame's end offset) starting at frame `first`, which starts at
+/// offset `start`: the frames `first..` the returned index, as many as fit in `max` bytes and at least one.
+fn entry_end(ends: &[usize], first: usize, start: usize, max: usize) -> usize {
+    ends.partition_point(|&e| e <= start.saturating_add(max))
+        .max(first + 1)
+}
+
 impl Core {
     /// The output queue just became empty: finish a close that was waiting for it.
     pub(super) fn drained(&mut self, key: usize) {
@@ -185,29 +195,45 @@ impl Core {
         }
     }
 
-    /// Queues one entry holding `messages` whole WebSocket frames (a slice of a fan-out pass's joined frames,
-    /// shared with every other subscriber that queues it) for a connection, its first `partial` bytes already
-    /// written (only when nothing was queued before), under the slow-consumer policy; then tries to flush.
+    /// Queues the WebSocket frames of a fan-out pass's joined buffer from frame `first` on (`ends`: the end offset
+    /// of each frame in `joined`) for a connection, the first `partial` bytes of frame `first` already written
+    /// (only when nothing was queued before), under the slow-consumer policy; then tries to flush. The frames go
+    /// as slices of `joined`, shared with every other subscriber that queues them, each at most
+    /// [`JOINED_ENTRY_MAX`] bytes (or one frame) and at most a quarter of the high-water mark: a single turn can
+    /// batch thousands of messages, and one entry holding all of them would be out of reach of `DropOldest`,
+    /// which never drops the newest entry.
     pub(super) fn queue_joined(
         &mut self,
         key: usize,
-        bytes: Bytes,
+        joined: &Bytes,
+        ends: &[usize],
+        first: usize,
         partial: usize,
-        messages: usize,
     ) {
+        let max = (self.shared.config.write_high_water / 4).clamp(1, JOINED_ENTRY_MAX);
         let conn = &mut self.conns[key];
         let out = conn.out.get_or_insert_with(Box::default);
         debug_assert!(partial == 0 || out.frames.is_empty());
-        if partial > 0 {
-            out.head_written = partial;
+        let mut first = first;
+        let mut start = first.checked_sub(1).map_or(0, |i| ends[i]);
+        let mut partial = partial;
+        while first < ends.len() {
+            let last = entry_end(ends, first, start, max);
+            let end = ends[last - 1];
+            if partial > 0 {
+                out.head_written = partial;
+            }
+            out.bytes += end - start - partial;
+            out.frames.push_back(OutFrame {
+                bytes: joined.slice(start..end),
+                topic: 0,
+                messages: u16::try_from(last - first).unwrap_or(u16::MAX),
+                control: false,
+            });
+            partial = 0;
+            first = last;
+            start = end;
         }
-        out.bytes += bytes.len() - partial;
-        out.frames.push_back(OutFrame {
-            bytes,
-            topic: 0,
-            messages: u16::try_from(messages).unwrap_or(u16::MAX),
-            control: false,
-        });
         self.enforce_high_water(key);
         if self.conns.contains(key) {
             self.flush(key);
@@ -412,6 +438,69 @@ impl Core {
             conn.flags |= WANT_WRITE;
             let _ = self.write_set.add(conn.fd, WRITE, key as u64);
             add(&self.stats.backlogged, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entry_end;
+    use proptest::prelude::*;
+
+    /// Splits frames of the given sizes from frame `first` on as `queue_joined` does.
+    fn entries(sizes: &[usize], first: usize, max: usize) -> Vec<(usize, usize)> {
+        let ends: Vec<usize> = sizes
+            .iter()
+            .scan(0, |end, &n| {
+                *end += n;
+                Some(*end)
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut first = first;
+        let mut start = first.checked_sub(1).map_or(0, |i| ends[i]);
+        while first < ends.len() {
+            let last = entry_end(&ends, first, start, max);
+            out.push((first, last));
+            start = ends[last - 1];
+            first = last;
+        }
+        out
+    }
+
+    #[test]
+    fn entries_table() {
+        assert_eq!(entries(&[10, 10, 10, 10], 0, 20), vec![(0, 2), (2, 4)]);
+        assert_eq!(entries(&[10, 10, 10, 10], 1, 25), vec![(1, 3), (3, 4)]);
+        // A frame larger than `max` goes alone.
+        assert_eq!(entries(&[5, 50, 5, 5], 0, 20), vec![(0, 1), (1, 2), (2, 4)]);
+        assert_eq!(entries(&[10, 10], 0, usize::MAX), vec![(0, 2)]);
+        assert_eq!(entries(&[10, 10], 2, 20), vec![]);
+    }
+
+    proptest! {
+        /// Entries cover every frame from `first` once, in order; each holds at most `max` bytes unless it is a
+        /// single frame, and no entry could have taken the next frame too.
+        #[test]
+        fn entries_cover_each_frame_once_within_max(
+            sizes in proptest::collection::vec(1usize..5000, 1..200),
+            first_pick in any::<proptest::sample::Index>(),
+            max in 1usize..20_000,
+        ) {
+            let first = first_pick.index(sizes.len());
+            let got = entries(&sizes, first, max);
+            let mut next = first;
+            for &(a, b) in &got {
+                prop_assert_eq!(a, next);
+                prop_assert!(b > a);
+                let bytes: usize = sizes[a..b].iter().sum();
+                prop_assert!(bytes <= max || b == a + 1, "{a}..{b}: {bytes} > {max}");
+                if b < sizes.len() {
+                    prop_assert!(bytes + sizes[b] > max, "{a}..{b} could take frame {b}");
+                }
+                next = b;
+            }
+            prop_assert_eq!(next, sizes.len());
         }
     }
 }

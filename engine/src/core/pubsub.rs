@@ -1223,7 +1223,7 @@ impl Core {
                     self.write_joined(key, p);
                 } else {
                     // Behind already: the whole pass as one queue entry, behind what waits.
-                    self.queue_joined(key, p.joined.clone(), 0, p.joined_ends.len());
+                    self.queue_joined(key, &p.joined, &p.joined_ends, 0, 0);
                 }
                 continue;
             }
@@ -1245,8 +1245,8 @@ impl Core {
     }
 
     /// Writes a pass's joined WebSocket frames to a connection with nothing queued: one `write` of them all. What
-    /// the kernel refuses is queued as one entry, a slice of the joined frames from the first frame not wholly
-    /// written (its written part recorded, so the slow-consumer policy never cuts it mid-frame).
+    /// the kernel refuses is queued as slices of the joined frames from the first frame not wholly written (its
+    /// written part recorded, so the slow-consumer policy never cuts it mid-frame).
     fn write_joined(&mut self, key: usize, p: &Pass) {
         let fd = self.conns[key].fd;
         let mut written = 0;
@@ -1279,12 +1279,7 @@ impl Core {
             self.drained(key);
             return;
         }
-        self.queue_joined(
-            key,
-            p.joined.slice(start..),
-            written - start,
-            p.joined_ends.len() - idx,
-        );
+        self.queue_joined(key, &p.joined, &p.joined_ends, idx, written - start);
     }
 
     /// Queues shared bytes for a connection; sent at the end of the turn, one writev per connection.
