@@ -6,13 +6,16 @@
 //! does exactly the work of decoding a fresh frame (header parse + full unmask) with no copy in the timing.
 //! For text frames, whose payload must be valid UTF-8 after unmasking, each iteration first copies the frame
 //! from a template into a reused buffer; that memcpy is included in the `text+copy` numbers.
+//!
+//! `decode_server_text` is the subscriber's side (a browser's, the load generator's): unmasked server text frames
+//! of a pub/sub delivery, decoded where they lie, UTF-8 validation included.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringcast_protocol::ws::{
-    Decoder, DecoderConfig, Message, OpCode, Server, apply_mask, encode_client_frame,
+    Client, Decoder, DecoderConfig, Message, OpCode, Server, apply_mask, encode_client_frame,
     encode_server_frame,
 };
 
@@ -93,5 +96,36 @@ fn bench_mask(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decode, bench_encode, bench_mask);
+fn bench_decode_server_text(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_server_text");
+    let msg = br#"{"type":"msg","topic":"load.0","seq":123456,"data":{"t":1733500000123456789,"p":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#;
+    let accented = "{\"type\":\"msg\",\"topic\":\"fx\",\"seq\":7,\"data\":{\"text\":\"prix en baisse à 1,07 €, ça continue\"}}";
+    for (name, payload) in [
+        ("pubsub_msg_ascii", &msg[..]),
+        ("pubsub_msg_utf8", accented.as_bytes()),
+    ] {
+        let mut wire = Vec::new();
+        encode_server_frame(&mut wire, true, OpCode::Text, payload);
+        g.throughput(Throughput::Bytes(wire.len() as u64));
+        let mut dec = Decoder::<Client>::new(DecoderConfig::default());
+        g.bench_function(name, |b| {
+            b.iter(|| match dec.decode(black_box(&mut wire)) {
+                Ok((n, Some(Message::Text(s)))) => {
+                    black_box(s);
+                    n
+                }
+                other => panic!("unexpected decode result {other:?}"),
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_decode,
+    bench_decode_server_text,
+    bench_encode,
+    bench_mask
+);
 criterion_main!(benches);

@@ -32,4 +32,5 @@ pub mod poll;
 pub mod pubsub;
 pub mod sse;
 pub mod topic;
+mod utf8;
 pub mod ws;

@@ -774,7 +774,7 @@ pub fn publish_data<'a>(
     body: &'a [u8],
     scratch: &'a mut Vec<u8>,
 ) -> Result<&'a [u8], PublishError> {
-    let text = simdutf8::basic::from_utf8(body);
+    let text = crate::utf8::from_utf8(body);
     if content_type.is_some_and(is_json_media_type) {
         let text = text.map_err(|_| PublishError::InvalidJson)?;
         serde_json::from_str::<IgnoredAny>(text).map_err(|_| PublishError::InvalidJson)?;
@@ -807,7 +807,7 @@ fn json_text(data_json: &[u8]) -> Cow<'_, str> {
     if data_json.is_empty() {
         return Cow::Borrowed("null");
     }
-    match simdutf8::basic::from_utf8(data_json) {
+    match crate::utf8::from_utf8(data_json) {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(data_json),
     }

@@ -68,8 +68,7 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame<'_>>, Pro
             if !code.is_sendable() {
                 return Err(ProtocolError::InvalidCloseCode);
             }
-            let reason =
-                simdutf8::basic::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let reason = crate::utf8::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
             Ok(Some(CloseFrame { code, reason }))
         }
     }

@@ -274,6 +274,10 @@ impl Partial {
 /// incomplete but still possible sequence at the end is carried; anything already impossible is an error.
 fn check_utf8_incremental(buf: &[u8], checked: &mut usize) -> Result<(), ProtocolError> {
     let tail = buf.get(*checked..).unwrap_or_default();
+    if crate::utf8::is_short_ascii(tail) {
+        *checked = buf.len();
+        return Ok(());
+    }
     match simdutf8::compat::from_utf8(tail) {
         Ok(_) => *checked = buf.len(),
         Err(e) => match e.error_len() {
@@ -394,9 +398,9 @@ fn control_message(op: OpCode, payload: &[u8]) -> Result<Message<'_>, ProtocolEr
 #[inline]
 fn data_message(op: OpCode, payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
     Ok(match op {
-        OpCode::Text => Message::Text(
-            simdutf8::basic::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
-        ),
+        OpCode::Text => {
+            Message::Text(crate::utf8::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
+        }
         _ => Message::Binary(payload),
     })
 }
