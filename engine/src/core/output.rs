@@ -4,6 +4,7 @@
 //! finishing a close once the queue is empty.
 
 use super::*;
+use std::mem::MaybeUninit;
 
 /// The most bytes of a fan-out pass's joined frames one queue entry holds (see [`Core::queue_joined`]).
 pub(super) const JOINED_ENTRY_MAX: usize = 64 * 1024;
@@ -117,21 +118,20 @@ impl Core {
         let mut partial = 0; // bytes of group[idx] already written
         if self.conns[key].out.is_none() {
             while idx < group.len() {
-                let mut iov = [libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                }; MAX_IOVECS];
+                // Not zeroed: 16 KiB of memset per call was 3 % of a core at one message per write.
+                let mut iov = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_IOVECS];
                 let mut cnt = 0;
                 for (i, (_, _, _, b)) in group[idx..].iter().take(MAX_IOVECS).enumerate() {
                     let s = if i == 0 { &b[partial..] } else { &b[..] };
-                    iov[i] = libc::iovec {
+                    iov[i].write(libc::iovec {
                         iov_base: s.as_ptr() as *mut libc::c_void,
                         iov_len: s.len(),
-                    };
+                    });
                     cnt = i + 1;
                 }
-                // SAFETY: the first `cnt` iovecs point into `Bytes` owned by `group`, alive for the call.
-                let r = unsafe { libc::writev(fd, iov.as_ptr(), cnt as libc::c_int) };
+                // SAFETY: the first `cnt` iovecs were written just above (the rest are never read) and point
+                // into `Bytes` owned by `group`, alive for the call.
+                let r = unsafe { libc::writev(fd, iov.as_ptr().cast(), cnt as libc::c_int) };
                 if r < 0 {
                     let e = io::Error::last_os_error();
                     if e.kind() == io::ErrorKind::Interrupted {
@@ -375,25 +375,24 @@ impl Core {
             return;
         };
         loop {
-            let mut iov = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOVECS];
+            // Not zeroed (see `write_shared`).
+            let mut iov = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_IOVECS];
             let mut cnt = 0;
             for (i, f) in out.frames.iter().take(MAX_IOVECS).enumerate() {
                 let skip = if i == 0 { out.head_written } else { 0 };
                 let s = &f.bytes[skip.min(f.bytes.len())..];
-                iov[i] = libc::iovec {
+                iov[i].write(libc::iovec {
                     iov_base: s.as_ptr() as *mut libc::c_void,
                     iov_len: s.len(),
-                };
+                });
                 cnt = i + 1;
             }
             if cnt == 0 {
                 break;
             }
-            // SAFETY: the first `cnt` iovecs point into `Bytes` held by `out.frames`, alive for the call.
-            let r = unsafe { libc::writev(conn.fd, iov.as_ptr(), cnt as libc::c_int) };
+            // SAFETY: the first `cnt` iovecs were written just above (the rest are never read) and point into
+            // `Bytes` held by `out.frames`, alive for the call.
+            let r = unsafe { libc::writev(conn.fd, iov.as_ptr().cast(), cnt as libc::c_int) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
