@@ -125,7 +125,7 @@ static FINDERS: std::sync::LazyLock<Finders> = std::sync::LazyLock::new(|| Finde
 });
 
 /// Classifies a server text message. Deliveries in the usual layout (`{"type":"msg","topic":…,"seq":N,"data":…}`)
-/// take one key search; any other key order still parses, by searching for each key.
+/// take one byte search (the end of the topic name); any other key order still parses, by searching for each key.
 pub fn server_text(b: &[u8]) -> ServerText<'_> {
     let f = &*FINDERS;
     let is_msg = b.starts_with(MSG_PREFIX) || f.msg.find(b).is_some();
@@ -138,10 +138,18 @@ pub fn server_text(b: &[u8]) -> ServerText<'_> {
             ServerText::Other
         };
     }
-    let after_seq = f.seq.find(b).and_then(|p| {
-        let at = p + b"\"seq\":".len();
-        leading_u64(b.get(at..)?).map(|(seq, n)| (seq, at + n))
-    });
+    // The usual layout has the topic name right after the type, and the seq after it: one byte search for the
+    // name's closing quote instead of a substring search (a name with an escaped quote falls back to the search).
+    let seq_at = b
+        .strip_prefix(MSG_PREFIX)
+        .and_then(|r| r.strip_prefix(b"\"topic\":\""))
+        .and_then(|r| {
+            let q = memchr::memchr(b'"', r)?;
+            r.get(q + 1..)?.strip_prefix(b",\"seq\":")
+        })
+        .map(|r| b.len() - r.len())
+        .or_else(|| f.seq.find(b).map(|p| p + b"\"seq\":".len()));
+    let after_seq = seq_at.and_then(|at| leading_u64(b.get(at..)?).map(|(seq, n)| (seq, at + n)));
     let seq = after_seq.map_or(0, |(s, _)| s);
     let tail = after_seq.and_then(|(_, end)| b.get(end..)).unwrap_or(b);
     let data = match tail.strip_prefix(b",\"data\":") {
