@@ -101,7 +101,7 @@ pub fn execute(cli: &Cli) -> anyhow::Result<Report> {
     let progress = Progress::start(mode.name(), group.control(), common.json);
     group.wait_ready()?;
     let mut published = None;
-    let seconds;
+    let mut seconds;
     match mode {
         Mode::Echo(a) => {
             group.go(&Ranges::new())?;
@@ -145,7 +145,17 @@ pub fn execute(cli: &Cli) -> anyhow::Result<Report> {
                 let secs = t.elapsed().as_secs_f64();
                 idle = Some(((server_cpu(&pids) - cpu0) / secs, secs));
             }
-            let p = publish(a.publish_target.unwrap_or(common.target), a);
+            let p = if a.expect_seq > 0 {
+                // The server publishes: every topic's seqs 1..=N are expected.
+                crate::fanout::Published {
+                    count: a.expect_seq.saturating_mul(a.topics.max(1) as u64),
+                    ranges: vec![Some((1, a.expect_seq)); a.topics.max(1)],
+                    secs: 0.0,
+                    error: None,
+                }
+            } else {
+                publish(a.publish_target.unwrap_or(common.target), a)
+            };
             if let Some(e) = &p.error {
                 eprintln!("ringcast-load: publisher stopped: {e}");
             }
@@ -156,6 +166,10 @@ pub fn execute(cli: &Cli) -> anyhow::Result<Report> {
     }
     let mut tally = group.finish()?;
     progress.finish();
+    if matches!(mode, Mode::Fanout(a) if a.expect_seq > 0) {
+        // No publisher ran: the run is the time until every subscriber had every seq.
+        seconds = tally.drained_secs;
+    }
     if let Some(p) = &published {
         tally.published = p.count;
         if let Some(e) = &p.error {

@@ -191,6 +191,12 @@ pub struct FanoutArgs {
     /// Stop after this many publishes (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub messages: u64,
+    /// Publish nothing: the server publishes seqs 1..=N on each topic by itself (a flood published inside the
+    /// server, started by the subscriptions). Subscribers read until each has every one of them or the grace
+    /// period ends; `messages_per_sec_drained` is then the deliveries after every subscriber was ready over the
+    /// time until the last of them had all N (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub expect_seq: u64,
     /// Extra payload bytes per message (padding after the timestamp).
     #[arg(long, default_value_t = 0)]
     pub pad: usize,

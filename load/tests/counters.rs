@@ -255,6 +255,77 @@ fn fanout_rates_while_publishing_and_to_the_last_receipt() {
     assert!((drained - 30.0).abs() < 0.5, "{drained} by the end: {r}");
 }
 
+/// A fake pub/sub server that publishes by itself: once `subs` subscribers have subscribed, it sends seqs
+/// 1..=`messages` of `load.0` to each, in order, skipping `skip` (a message lost for everyone).
+fn fake_flood(subs: usize, messages: u64, skip: Option<u64>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let joined: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let joined = joined.clone();
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let Some((line, _)) = read_head(&mut r) else {
+                    return;
+                };
+                assert!(line.starts_with("GET /ws"), "{line}");
+                w.write_all(SWITCH).unwrap();
+                frames(&mut r, move |op| {
+                    assert!(op.starts_with(b"{\"op\":\"sub\""));
+                    w.write_all(&text_frame(r#"{"type":"ack","id":1}"#))
+                        .unwrap();
+                    let mut all = joined.lock().unwrap();
+                    all.push(w.try_clone().unwrap());
+                    if all.len() == subs {
+                        for n in (1..=messages).filter(|n| Some(*n) != skip) {
+                            let msg = text_frame(&format!(
+                                r#"{{"type":"msg","topic":"load.0","seq":{n},"data":{{"t":1,"p":"x"}}}}"#
+                            ));
+                            for s in all.iter_mut() {
+                                s.write_all(&msg).unwrap();
+                            }
+                        }
+                    }
+                    true
+                });
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_flood_published_by_the_server_is_checked_against_its_expected_seqs() {
+    let addr = fake_flood(3, 50, None);
+    let r = execute(&cli(
+        addr,
+        "fanout -n 3 -k 1 --publish-via ws --expect-seq 50 --grace-ms 3000",
+    ))
+    .unwrap();
+    assert_eq!((r.published, r.expected, r.received), (50, 150, 150), "{r}");
+    assert_eq!((r.lost, r.duplicated, r.out_of_order), (0, 0, 0), "{r}");
+    // Nothing was published by the load generator, and the run ended once everything had arrived.
+    assert!(r.drained_secs > 0.0 && r.drained_secs < 2.0, "{r}");
+    // A message the server never sent is lost for every subscriber, even the last one of the range.
+    for skip in [7, 50] {
+        let addr = fake_flood(3, 50, Some(skip));
+        let r = execute(&cli(
+            addr,
+            "fanout -n 3 -k 1 --publish-via ws --expect-seq 50 --grace-ms 1000",
+        ))
+        .unwrap();
+        assert_eq!((r.expected, r.received), (150, 147), "skip {skip}: {r}");
+        assert_eq!(
+            (r.lost, r.duplicated, r.out_of_order),
+            (3, 0, 0),
+            "skip {skip}: {r}"
+        );
+    }
+}
+
 #[test]
 fn a_fixed_rate_over_websocket_does_not_wait_for_acknowledgements() {
     // 20 publishes a second for 1 s against a server that needs 100 ms per acknowledgement: waiting for each

@@ -1,9 +1,11 @@
 // Bun peer for ringcast's side-by-side benchmarks: echo and broadcast with the same JSON ops as the Rust peers
-// (benches/peers/src/lib.rs). Usage: bun server.js PORT [FLOOD_SUBS] [FLOOD_SECS]
+// (benches/peers/src/lib.rs). Usage: bun server.js PORT [FLOOD_SUBS] [FLOOD_SECS] [FLOOD_MESSAGES]
 // Broadcast uses Bun's native topic pub/sub (uWebSockets' per-subscriber batching, corked writes).
 const port = Number(process.argv[2] || 8080);
 const floodSubs = Number(process.argv[3] || 0);
 const floodSecs = Number(process.argv[4] || 10);
+// Stop the flood after this many messages, if sooner (0: no limit).
+const floodMessages = Number(process.argv[5] || 0);
 const seqs = new Map();
 const subs = new Map();
 let server;
@@ -25,11 +27,12 @@ const hr0 = process.hrtime.bigint();
 
 function flood(topic) {
   const end = Date.now() + floodSecs * 1000;
+  let sent = 0;
   const tick = () => {
-    if (Date.now() >= end) return;
+    if (Date.now() >= end || (floodMessages > 0 && sent >= floodMessages)) return;
     // Publish a batch, then yield to the event loop so sockets drain; skip a turn while any subscriber is
     // backed up (Bun's publish() returns 0 when a message was dropped for backpressure).
-    for (let i = 0; i < 64; i++) publish(topic, payload());
+    for (let i = 0; i < 64 && (floodMessages === 0 || sent < floodMessages); i++, sent++) publish(topic, payload());
     setImmediate(tick);
   };
   tick();

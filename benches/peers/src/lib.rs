@@ -34,10 +34,12 @@ pub struct Opts {
     pub flood_subs: u64,
     /// Flood duration.
     pub flood_secs: f64,
+    /// Stop the flood after this many messages, if sooner (0: no limit).
+    pub flood_messages: u64,
 }
 
 impl Opts {
-    /// Parses `--listen ADDR --rt current|multi --workers N --flood-subs N --flood-secs S`.
+    /// Parses `--listen ADDR --rt current|multi --workers N --flood-subs N --flood-secs S --flood-messages M`.
     pub fn parse() -> Opts {
         let mut o = Opts {
             listen: "127.0.0.1:8080".parse().expect("literal"),
@@ -45,6 +47,7 @@ impl Opts {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             flood_subs: 0,
             flood_secs: 10.0,
+            flood_messages: 0,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -55,6 +58,7 @@ impl Opts {
                 "--workers" => o.workers = v.parse().expect("--workers N"),
                 "--flood-subs" => o.flood_subs = v.parse().expect("--flood-subs N"),
                 "--flood-secs" => o.flood_secs = v.parse().expect("--flood-secs S"),
+                "--flood-messages" => o.flood_messages = v.parse().expect("--flood-messages M"),
                 _ => panic!("unknown flag {flag}"),
             }
         }
@@ -145,7 +149,11 @@ impl Hub {
         let rx = t.subscribe();
         let n = t.subs.fetch_add(1, Ordering::Relaxed) + 1;
         if self.opts.flood_subs > 0 && n == self.opts.flood_subs {
-            tokio::spawn(flood(t, Duration::from_secs_f64(self.opts.flood_secs)));
+            tokio::spawn(flood(
+                t,
+                Duration::from_secs_f64(self.opts.flood_secs),
+                self.opts.flood_messages,
+            ));
         }
         rx
     }
@@ -164,11 +172,12 @@ pub fn flood_payload() -> Vec<u8> {
     v
 }
 
-/// Publishes into `t` as fast as its slowest subscriber keeps up with for `secs`.
-async fn flood(t: Arc<Topic>, secs: Duration) {
+/// Publishes into `t` as fast as its slowest subscriber keeps up with for `secs`, or until `max` messages went
+/// out (0: no limit).
+async fn flood(t: Arc<Topic>, secs: Duration, max: u64) {
     let end = Instant::now() + secs;
-    let mut n = 0u32;
-    while Instant::now() < end {
+    let mut n = 0u64;
+    while Instant::now() < end && (max == 0 || n < max) {
         if t.tx.len() >= RING / 2 {
             tokio::task::yield_now().await;
             continue;

@@ -112,7 +112,20 @@ impl Work {
     fn is_flood(self) -> bool {
         self.subs() > 0
     }
+    /// Messages the server publishes in the flood: 30 million deliveries whatever the subscriber count, the same
+    /// work for every server. A flood bounded by time instead let a faster server push more than 6 GB into socket
+    /// buffers at 10,000 subscribers (past this machine's `tcp_mem` pressure threshold: pruning and retransmission
+    /// timeouts then doubled the drain), and made the peers' figures depend on where the run ended in their
+    /// publish-2,048-then-wait-for-the-slowest cycle (fastwebsockets-mt: 4.4M at 2 s, 6.3M at 3 s).
+    fn flood_messages(self) -> u64 {
+        FLOOD_DELIVERIES / self.subs().max(1)
+    }
 }
+
+/// Deliveries per flood run (see [`Work::flood_messages`]).
+const FLOOD_DELIVERIES: u64 = 30_000_000;
+/// The flood's time limit, far above what any server needs for [`FLOOD_DELIVERIES`].
+const FLOOD_SECS_LIMIT: &str = "60";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Server {
@@ -160,8 +173,8 @@ struct Sample {
     load_cpu: f64,
     loadavg: f64,
     errors: u64,
-    /// Flood only: deliveries/s while the load generator's publisher ran (the drain after it left out).
-    window: f64,
+    /// Flood only: seconds from every subscriber ready to the last delivery of the flood.
+    drain_secs: f64,
     /// The server's CPU use over the load generator's run, in cores.
     server_cpu: f64,
     /// Flood only: the server's peak RSS growth over its RSS before the run, per subscriber (bytes).
@@ -331,8 +344,14 @@ fn loadavg() -> f64 {
 fn start_server(env: &Env, s: Server, w: Work, addr: &str, port: u16) -> Res<Child> {
     let rel = env.root.join("target/release");
     let peers = env.root.join("benches/peers/target/release");
-    let flood_secs = (env.seconds as f64 + 0.3).to_string();
-    let subs = w.subs().to_string();
+    let flood = [
+        "--flood-subs".to_owned(),
+        w.subs().to_string(),
+        "--flood-secs".to_owned(),
+        FLOOD_SECS_LIMIT.to_owned(),
+        "--flood-messages".to_owned(),
+        w.flood_messages().to_string(),
+    ];
     let mut c = Command::new("taskset");
     c.args(["-c", "1"]);
     match s {
@@ -345,7 +364,7 @@ fn start_server(env: &Env, s: Server, w: Work, addr: &str, port: u16) -> Res<Chi
             if w.subs() > 0 {
                 c.arg(peers.join("ringcast-flood"));
                 c.args(["--listen", addr, "--cpu", "1", "--driver", driver]);
-                c.args(["--flood-subs", &subs, "--flood-secs", &flood_secs]);
+                c.args(&flood);
             } else {
                 c.arg(rel.join("ringcast"));
                 c.args([
@@ -374,7 +393,7 @@ fn start_server(env: &Env, s: Server, w: Work, addr: &str, port: u16) -> Res<Chi
             c.arg(peers.join(bin));
             c.args(["--listen", addr, "--rt", rt]);
             if w.subs() > 0 {
-                c.args(["--flood-subs", &subs, "--flood-secs", &flood_secs]);
+                c.args(&flood);
             }
         }
         Server::Bun => {
@@ -382,7 +401,7 @@ fn start_server(env: &Env, s: Server, w: Work, addr: &str, port: u16) -> Res<Chi
             c.arg(env.root.join("benches/peers/bun/server.js"));
             c.arg(port.to_string());
             if w.subs() > 0 {
-                c.args([&subs, &flood_secs]);
+                c.args([&flood[1], &flood[3], &flood[5]]);
             }
         }
     }
@@ -433,18 +452,27 @@ fn one_run(env: &mut Env, s: Server, w: Work) -> Res<Sample> {
                 &secs,
             ]);
         }
-        Work::Rate1k | Work::Rate10k | Work::Bcast1k | Work::Bcast10k => {
-            // The flood: the server publishes, the load generator adds 5 messages/s for the seq range and waits
-            // until every subscriber drained its backlog (it stops waiting as soon as they have; deliveries/s
-            // counts only what arrived while publishing). Fixed rate: the load generator is the publisher.
-            let (n, rate, grace) = match w.rated() {
-                Some((n, rate)) => (n, rate, "3000"),
-                None => (w.subs(), 5, "30000"),
-            };
+        Work::Rate1k | Work::Rate10k => {
+            // Fixed rate: the load generator is the publisher.
+            let (n, rate) = w.rated().unwrap_or_default();
             let (n, rate) = (n.to_string(), rate.to_string());
             c.args(["--source-addrs", "4", "fanout", "-n", &n, "-k", "1"]);
             c.args(["--rate", &rate, "--publish-via", "ws", "--pad", "24"]);
-            c.args(["--duration", &secs, "--grace-ms", grace]);
+            c.args(["--duration", &secs, "--grace-ms", "3000"]);
+        }
+        Work::Bcast1k | Work::Bcast10k => {
+            // The flood: the server publishes its fixed number of messages; the load generator checks every
+            // subscriber got seqs 1..=M and times first delivery after all are ready to the last receipt.
+            let (n, m) = (w.subs().to_string(), w.flood_messages().to_string());
+            c.args(["--source-addrs", "4", "fanout", "-n", &n, "-k", "1"]);
+            c.args([
+                "--publish-via",
+                "ws",
+                "--expect-seq",
+                &m,
+                "--grace-ms",
+                "60000",
+            ]);
         }
         Work::Idle10k => {
             c.args([
@@ -518,7 +546,10 @@ fn one_run(env: &mut Env, s: Server, w: Work) -> Res<Sample> {
         loadavg: la,
         errors,
         server_cpu,
-        window: f("messages_per_sec_window"),
+        drain_secs: j
+            .get("drained_secs")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0),
         mem_per_sub: if w.is_flood() {
             (peak.saturating_sub(rss0) * 1024) as f64 / w.subs() as f64
         } else {
@@ -709,7 +740,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
             w.unit(),
             if lat { "p99 µs (median) | " } else { "" },
             if mem {
-                "while publishing | peak RSS growth per subscriber | server CPU per delivery | "
+                "seconds to deliver all | peak RSS growth per subscriber | server CPU per delivery | "
             } else {
                 ""
             }
@@ -726,7 +757,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
             let p99 = stats(&samples.iter().map(|x| x.p99_us).collect::<Vec<_>>()).0;
             let cpu = stats(&samples.iter().map(|x| x.load_cpu).collect::<Vec<_>>()).0;
             let scpu = stats(&samples.iter().map(|x| x.server_cpu).collect::<Vec<_>>()).0;
-            let window = stats(&samples.iter().map(|x| x.window).collect::<Vec<_>>()).0;
+            let drain = stats(&samples.iter().map(|x| x.drain_secs).collect::<Vec<_>>()).0;
             let per_sub = stats(&samples.iter().map(|x| x.mem_per_sub).collect::<Vec<_>>()).0;
             let per_delivery = stats(&samples.iter().map(|x| x.server_ns).collect::<Vec<_>>()).0;
             let la = stats(&r[wi][si].iter().map(|x| x.loadavg).collect::<Vec<_>>()).0;
@@ -759,8 +790,8 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
                 },
                 if mem {
                     format!(
-                        "{} | {} B | {:.0} ns | ",
-                        fmt_num(window),
+                        "{:.2} | {} B | {:.0} ns | ",
+                        drain,
                         fmt_num(per_sub),
                         per_delivery
                     )

@@ -3,9 +3,9 @@
 //! are live (not merely N connections open), publishes the same 64-byte payload as the peers' flood into `load.0`
 //! as fast as the engine accepts it, never more than `RING/2` messages ahead of what the sockets actually took
 //! (bytes written divided by the size of one message's frames to all subscribers) and, like the peers' rings,
-//! waiting for the slowest subscriber (no publish while any connection is backlogged), for the flood duration. It
-//! prints how many messages it published on stderr. Usage: `ringcast-flood --listen ADDR --cpu 1 --driver
-//! uring|epoll --flood-subs N --flood-secs S [--send-buffer BYTES] [--fanout-slice N] [--turn-write-budget BYTES]
+//! waiting for the slowest subscriber (no publish while any connection is backlogged), for the flood duration or
+//! until `--flood-messages M` went out. It prints how many messages it published on stderr. Usage: `ringcast-flood
+//! --listen ADDR --cpu 1 --driver uring|epoll --flood-subs N --flood-secs S [--flood-messages M] [--send-buffer BYTES] [--fanout-slice N] [--turn-write-budget BYTES]
 //! [--write-high-water BYTES] [--pace slowest|average]` (the last five for experiments: the suite uses the settings
 //! above; `--pace average` drops the slowest-subscriber wait).
 
@@ -23,6 +23,7 @@ fn main() {
     };
     let (mut subs, mut secs, mut cpu) = (1000u64, 10.0f64, 1usize);
     let mut pace_slowest = true;
+    let mut max = 0u64;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let v = args.next().unwrap_or_default();
@@ -38,6 +39,7 @@ fn main() {
             }
             "--flood-subs" => subs = v.parse().expect("--flood-subs N"),
             "--flood-secs" => secs = v.parse().expect("--flood-secs S"),
+            "--flood-messages" => max = v.parse().expect("--flood-messages M"),
             // Experiments only (the suite keeps the engine's default).
             "--send-buffer" => cfg.send_buffer = v.parse().expect("--send-buffer BYTES"),
             "--fanout-slice" => cfg.fanout_slice = v.parse().expect("--fanout-slice N"),
@@ -72,7 +74,7 @@ fn main() {
     let per_message = frame * subs.max(1);
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let mut sent = 0u64;
-    while Instant::now() < end {
+    while Instant::now() < end && (max == 0 || sent < max) {
         // The same bound as the peers' flood (at most RING/2 messages ahead of the average subscriber), counted by
         // bytes the kernel took, not by messages queued for connections.
         let taken = written().saturating_sub(base) / per_message;
