@@ -658,7 +658,8 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
          ({} round(s), {} s per run, {:.0} s in all). Each server runs alone on CPU 1 (`taskset -c 1`; ringcast \
          with one reactor pinned there), the load generator `ringcast-load` (one io_uring reactor) on CPU 0. Runs \
          alternate between servers (order reversed every other round); every figure is the **median** over \
-         rounds with the spread (min–max) beside it.\n",
+         rounds with the spread (min–max) beside it. The broadcast floods are not timed runs: each delivers a \
+         fixed 30 million messages (see the workloads).\n",
         if env.quick { " -- --quick" } else { "" },
         env.rounds,
         env.seconds,
