@@ -169,8 +169,8 @@ impl Core {
         self.queue_shared(key, &mut group[idx..], partial);
     }
 
-    /// Queues `group` for a connection (its first frame with `partial` bytes already written) under the
-    /// slow-consumer policy, then tries to flush, which registers the connection in the write set.
+    /// Queues `group` for a connection (its first frame with `partial` bytes already written), then
+    /// [`Core::after_queueing`].
     pub(super) fn queue_shared(
         &mut self,
         key: usize,
@@ -189,19 +189,15 @@ impl Core {
             }
             out.frames.push_back(OutFrame::one(bytes, *control, *slot));
         }
-        self.enforce_high_water(key);
-        if self.conns.contains(key) {
-            self.flush(key);
-        }
+        self.after_queueing(key);
     }
 
     /// Queues the WebSocket frames of a fan-out pass's joined buffer from frame `first` on (`ends`: the end offset
     /// of each frame in `joined`) for a connection, the first `partial` bytes of frame `first` already written
-    /// (only when nothing was queued before), under the slow-consumer policy; then tries to flush. The frames go
-    /// as slices of `joined`, shared with every other subscriber that queues them, each at most
-    /// [`JOINED_ENTRY_MAX`] bytes (or one frame) and at most a quarter of the high-water mark: a single turn can
-    /// batch thousands of messages, and one entry holding all of them would be out of reach of `DropOldest`,
-    /// which never drops the newest entry.
+    /// (only when nothing was queued before), then [`Core::after_queueing`]. The frames go as slices of `joined`,
+    /// shared with every other subscriber that queues them, each at most [`JOINED_ENTRY_MAX`] bytes (or one frame)
+    /// and at most a quarter of the high-water mark: a single turn can batch thousands of messages, and one entry
+    /// holding all of them would be out of reach of `DropOldest`, which never drops the newest entry.
     pub(super) fn queue_joined(
         &mut self,
         key: usize,
@@ -234,8 +230,16 @@ impl Core {
             first = last;
             start = end;
         }
+        self.after_queueing(key);
+    }
+
+    /// After output was queued for `key`: the slow-consumer policy, then a flush, unless the connection already
+    /// waits in the write set. There its socket refused bytes earlier, most often in this very turn, so a `writev`
+    /// now would nearly always fail with EAGAIN (one wasted syscall per backed-up subscriber per fan-out pass); the
+    /// level-triggered write set reports it once the kernel takes bytes again.
+    fn after_queueing(&mut self, key: usize) {
         self.enforce_high_water(key);
-        if self.conns.contains(key) {
+        if self.conns.get(key).is_some_and(|c| !c.has(WANT_WRITE)) {
             self.flush(key);
         }
     }
