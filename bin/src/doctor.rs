@@ -73,7 +73,7 @@ pub(crate) struct Check {
 
 /// The names of every check, in the order [`checks`] returns them.
 #[cfg(test)]
-pub(crate) const CHECK_NAMES: [&str; 14] = [
+pub(crate) const CHECK_NAMES: [&str; 15] = [
     "kernel",
     "io_uring",
     "nofile",
@@ -88,6 +88,7 @@ pub(crate) const CHECK_NAMES: [&str; 14] = [
     "thp",
     "governor",
     "cores",
+    "write_mark",
 ];
 
 /// A soft/hard resource limit pair; `None` means unlimited.
@@ -157,6 +158,8 @@ pub(crate) struct Facts {
     pub governors: Vec<(usize, String)>,
     /// CPUs this process may run on (`Cpus_allowed_list:` of `/proc/self/status`).
     pub allowed_cpus: Vec<usize>,
+    /// The ceiling of the kernel's send-buffer autotuning (third value of `net.ipv4.tcp_wmem`).
+    pub tcp_wmem_max: Option<u64>,
 }
 
 fn read(path: impl AsRef<Path>) -> Option<String> {
@@ -315,6 +318,8 @@ impl Facts {
             thp,
             governors,
             allowed_cpus,
+            tcp_wmem_max: read("/proc/sys/net/ipv4/tcp_wmem")
+                .and_then(|s| s.split_whitespace().nth(2)?.parse().ok()),
         }
     }
 }
@@ -650,6 +655,50 @@ fn check_somaxconn(f: &Facts, c: &Config) -> Check {
             ),
             Some(format!(
                 "sysctl -w net.core.somaxconn={backlog} (persist: tuning/sysctl.conf), or --backlog {s}"
+            )),
+        ),
+    }
+}
+
+/// The write high-water mark counts what the kernel holds for a connection too, so it must be above the most the
+/// kernel's send buffer can hold (twice `--send-buffer`, or `net.ipv4.tcp_wmem`'s maximum with autotuning).
+fn check_write_mark(f: &Facts, c: &Config) -> Check {
+    let mark = c.write_high_water as u64;
+    let (ceiling, source) = if c.send_buffer > 0 {
+        (Some(c.send_buffer as u64 * 2), "twice --send-buffer")
+    } else {
+        (f.tcp_wmem_max, "net.ipv4.tcp_wmem max")
+    };
+    match ceiling {
+        None => check(
+            "write_mark",
+            Level::Warn,
+            "cannot read net.ipv4.tcp_wmem".into(),
+            Some(format!(
+                "check that `sysctl net.ipv4.tcp_wmem`'s maximum is below --write-high-water {mark}"
+            )),
+        ),
+        Some(k) if k < mark => check(
+            "write_mark",
+            Level::Ok,
+            format!(
+                "--write-high-water {mark} above the kernel's send buffer ceiling {k} ({source})"
+            ),
+            None,
+        ),
+        Some(k) => check(
+            "write_mark",
+            Level::Warn,
+            format!(
+                "--write-high-water {mark} <= the kernel's send buffer ceiling {k} ({source}): the mark counts the \
+                 kernel's queue, so a subscriber whose send buffer fills is at the mark as soon as anything waits \
+                 in ringcast's queue, and is disconnected (or loses messages under drop-oldest) even when only \
+                 briefly behind"
+            ),
+            Some(format!(
+                "--write-high-water {}, or a lower ceiling: net.ipv4.tcp_wmem max (tuning/sysctl.conf) or \
+                 --send-buffer",
+                k.saturating_mul(2)
             )),
         ),
     }
@@ -1032,7 +1081,7 @@ fn check_cores(f: &Facts, c: &Config) -> Check {
 
 /// Decides every check from the facts and the configuration: pure, no I/O.
 pub(crate) fn checks(facts: &Facts, config: &Config) -> Vec<Check> {
-    let all: [fn(&Facts, &Config) -> Check; 14] = [
+    let all: [fn(&Facts, &Config) -> Check; 15] = [
         check_kernel,
         check_uring,
         check_nofile,
@@ -1047,6 +1096,7 @@ pub(crate) fn checks(facts: &Facts, config: &Config) -> Vec<Check> {
         check_thp,
         check_governor,
         check_cores,
+        check_write_mark,
     ];
     all.iter().map(|f| f(facts, config)).collect()
 }
@@ -1188,6 +1238,7 @@ mod tests {
             thp: Some("madvise".into()),
             governors: Vec::new(),
             allowed_cpus: vec![0, 1],
+            tcp_wmem_max: Some(2 << 20),
         }
     }
 
@@ -1211,6 +1262,21 @@ mod tests {
 
     /// Each row: the check, the level it must reach, and what to change on the healthy machine to get there.
     const CASES: &[Case] = &[
+        ("write_mark", Level::Ok, |_, _| {}),
+        // The stock tcp_wmem max equals the default 4 MiB mark.
+        ("write_mark", Level::Warn, |f, _| {
+            f.tcp_wmem_max = Some(4 << 20)
+        }),
+        ("write_mark", Level::Ok, |f, c| {
+            f.tcp_wmem_max = Some(4 << 20);
+            c.write_high_water = 16 << 20;
+        }),
+        ("write_mark", Level::Warn, |_, c| c.send_buffer = 2 << 20),
+        ("write_mark", Level::Ok, |f, c| {
+            f.tcp_wmem_max = None;
+            c.send_buffer = 1 << 20;
+        }),
+        ("write_mark", Level::Warn, |f, _| f.tcp_wmem_max = None),
         ("kernel", Level::Ok, |_, _| {}),
         ("kernel", Level::Ok, |f, _| {
             f.kernel_release = Some("5.10.0".into())

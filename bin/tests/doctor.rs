@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const CHECKS: [&str; 14] = [
+const CHECKS: [&str; 15] = [
     "kernel",
     "io_uring",
     "nofile",
@@ -18,6 +18,7 @@ const CHECKS: [&str; 14] = [
     "thp",
     "governor",
     "cores",
+    "write_mark",
 ];
 
 fn doctor(args: &[&str]) -> (Option<i32>, serde_json::Value) {
