@@ -1005,7 +1005,7 @@ mod tests {
             let len = (next() % 26) as usize;
             let mut s = vec![b' '; (next() % 3) as usize];
             for i in 0..len {
-                let d = if i == 0 && next() % 4 == 0 {
+                let d = if i == 0 && next().is_multiple_of(4) {
                     0
                 } else {
                     next() % 10
@@ -1109,7 +1109,7 @@ mod tests {
             let seq = next() % 8 * STAMP_SLOTS as u64 + next() % 4;
             let digits = 1 + (next() % 26) as usize;
             let mut d = String::from(r#"{"t":"#);
-            if next() % 8 == 0 {
+            if next().is_multiple_of(8) {
                 d.push(' ');
             }
             for i in 0..digits {
