@@ -56,6 +56,10 @@ pub(crate) struct ServeArgs {
     /// io_uring or epoll [default: auto]
     #[arg(long, value_enum)]
     pub driver: Option<DriverArg>,
+    /// With io_uring, send a fan-out to its subscribers in batches through the core's own ring (up to 256 sends
+    /// per io_uring_enter); false: one write(2) per subscriber [default: true]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub batch_sends: Option<bool>,
     /// Listen backlog per core [default: 4096]
     #[arg(long, value_name = "N")]
     pub backlog: Option<i32>,
@@ -294,6 +298,7 @@ impl ServeArgs {
             no_pin,
             share_port,
             driver,
+            batch_sends,
             backlog,
             max_connections_per_core,
             handshake_timeout,
@@ -361,6 +366,9 @@ impl ServeArgs {
         }
         if let Some(v) = a.share_port {
             c.share_port = v;
+        }
+        if let Some(v) = a.batch_sends {
+            c.batch_sends = v;
         }
         if let Some(v) = a.driver {
             c.driver = match v {

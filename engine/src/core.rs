@@ -134,6 +134,10 @@ pub(crate) struct Core {
     batched: Vec<Arc<str>>,
     /// Reused list of one subscriber's frames while a batch is written.
     batch_group: Vec<(u32, bool, u32, Bytes)>,
+    /// The core's io_uring for batched fan-out sends (io_uring driver and `Config::batch_sends` only).
+    send_ring: Option<crate::sendring::SendRing<SendTag>>,
+    /// Reused list of a send batch's results.
+    send_done: Vec<crate::sendring::Send<SendTag>>,
     /// A finished pass's joined-frames buffer, kept for the next pass when no queue still holds a slice of it.
     spare_joined: Option<bytes::BytesMut>,
     /// A finished pass's frame-end offsets, kept for the next pass.
@@ -152,6 +156,10 @@ pub(crate) struct Core {
     /// Authenticated WebSocket and SSE connections of each user on this core: (key, serial).
     pub(crate) users: std::collections::HashMap<Arc<str>, Vec<(u32, u32)>>,
 }
+
+/// A batched fan-out send's connection (key and serial) and whether it carries a pass's joined frames (else one
+/// shared frame).
+pub(crate) type SendTag = (u32, u32, bool);
 
 enum Next {
     /// Parse the next pipelined request.
@@ -173,8 +181,14 @@ impl Core {
         waker: Arc<Waker>,
         mesh: Arc<Mesh>,
         inbox: crossbeam_channel::Receiver<CoreMsg>,
+        uring: bool,
     ) -> io::Result<Self> {
         let c = &shared.config;
+        let send_ring = if uring && c.batch_sends {
+            crate::sendring::SendRing::new()
+        } else {
+            None
+        };
         let epoll = Epoll::new()?;
         epoll.add(waker.raw_fd(), READ, WAKER_TOKEN)?;
         let write_set = Epoll::new()?;
@@ -228,6 +242,8 @@ impl Core {
             staged: Vec::new(),
             batched: Vec::new(),
             batch_group: Vec::new(),
+            send_ring,
+            send_done: Vec::new(),
             spare_joined: None,
             spare_ends: Vec::new(),
             passes: std::collections::VecDeque::new(),

@@ -42,6 +42,7 @@ mod error;
 mod history;
 mod poller;
 mod publisher;
+mod sendring;
 pub mod server;
 pub mod stats;
 

@@ -333,13 +333,14 @@ pub fn start(config: Config) -> Result<ServerHandle, EngineError> {
                 {
                     tracing::warn!(core = i, cpu = id.id, "could not pin reactor thread");
                 }
-                let core = match Core::new(shared, i, waker, mesh, inbox) {
-                    Ok(c) => c,
-                    Err(source) => {
-                        let _ = ready.send(Err(EngineError::Core { core: i, source }));
-                        return Ok(());
-                    }
-                };
+                let core =
+                    match Core::new(shared, i, waker, mesh, inbox, driver == ActiveDriver::Uring) {
+                        Ok(c) => c,
+                        Err(source) => {
+                            let _ = ready.send(Err(EngineError::Core { core: i, source }));
+                            return Ok(());
+                        }
+                    };
                 let result = match driver {
                     ActiveDriver::Uring => {
                         match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()

@@ -21,11 +21,12 @@ use ringcast_protocol::pubsub::{
 use ringcast_protocol::ws::{OpCode, server_frame_bytes};
 use smallvec::SmallVec;
 
-use super::Core;
+use super::{Core, SendTag};
 use crate::bus::{CoreMsg, Token};
 use crate::config::topic_matches;
 use crate::conn::{DIRTY, State};
 use crate::history::History;
+use crate::sendring::{self, SendRing};
 use crate::stats::{add, sub};
 
 mod direct;
@@ -1190,6 +1191,10 @@ impl Core {
     /// once `max_bytes` went to the kernel; returns how many subscribers it went through.
     fn write_pass(&mut self, p: &mut Pass, max: usize, max_bytes: u64) -> usize {
         let mut group = std::mem::take(&mut self.batch_group);
+        // Sends to subscribers with nothing queued go through the core's io_uring batch when it has one (see
+        // `sendring`); `batched` counts their bytes, which reach `bytes_out` only once the batch ran.
+        let mut ring = self.send_ring.take();
+        let mut batched = 0u64;
         let mut end = p.subs.len().min(p.next.saturating_add(max));
         let from = p.next;
         let out0 = self.stats.bytes_out();
@@ -1205,22 +1210,35 @@ impl Core {
             }
         }
         for (i, s) in p.subs[from..end].iter().enumerate() {
-            if self.stats.bytes_out() - out0 >= max_bytes {
+            if self.stats.bytes_out() - out0 + batched >= max_bytes {
                 end = from + i;
                 break;
             }
             let key = s.key as usize;
-            match self.conns.get_mut(key) {
+            let fd = match self.conns.get_mut(key) {
                 Some(c) if c.serial == s.serial => {
                     if s.sse {
                         c.last_heard = self.now;
                     }
+                    c.fd
                 }
                 _ => continue,
+            };
+            if let Some(r) = ring.as_mut()
+                && r.len() >= sendring::ENTRIES as usize
+            {
+                self.run_sends(r, p);
+                batched = 0;
             }
             if !s.sse && !p.joined_ends.is_empty() {
                 if self.conns[key].out.is_none() {
-                    self.write_joined(key, p);
+                    match ring.as_mut() {
+                        Some(r) => {
+                            r.push((s.key, s.serial, true), fd, p.joined.clone());
+                            batched += p.joined.len() as u64;
+                        }
+                        None => self.write_joined(key, p),
+                    }
                 } else {
                     // Behind already: the whole pass as one queue entry, behind what waits.
                     self.queue_joined(key, &p.joined, &p.joined_ends, 0, 0);
@@ -1235,13 +1253,57 @@ impl Core {
             if group.is_empty() {
                 continue;
             }
+            if let (Some(r), 1) = (ring.as_mut(), group.len())
+                && self.conns[key].out.is_none()
+            {
+                let b = std::mem::take(&mut group[0].3);
+                batched += b.len() as u64;
+                r.push((s.key, s.serial, false), fd, b);
+                continue;
+            }
             // A backed-up connection gets them queued behind what waits, under the slow-consumer policy.
             self.write_shared(key, &mut group);
+        }
+        if let Some(mut r) = ring {
+            self.run_sends(&mut r, p);
+            // A ring that failed is dropped: the core writes with syscalls from now on.
+            self.send_ring = r.usable().then_some(r);
         }
         group.clear();
         self.batch_group = group;
         p.next = end;
         end - from
+    }
+
+    /// Runs the sends batched by [`Core::write_pass`] and finishes each as its `write(2)` would have been: all
+    /// taken, or the rest queued (the socket was full), or the connection closed on an error.
+    fn run_sends(&mut self, ring: &mut SendRing<SendTag>, p: &Pass) {
+        let mut done = std::mem::take(&mut self.send_done);
+        ring.submit(&mut done);
+        for send in done.drain(..) {
+            let (key, serial, joined) = send.tag;
+            let key = key as usize;
+            if self.conns.get(key).is_none_or(|c| c.serial != serial) {
+                continue;
+            }
+            let r = send.result;
+            if r < 0 && r != -libc::EAGAIN && r != -libc::EINTR {
+                self.close(key);
+                continue;
+            }
+            let written = r.max(0) as usize;
+            add(&self.stats.bytes_out, written as u64);
+            if joined {
+                self.joined_written(key, p, written);
+            } else if written == send.buf.len() {
+                add(&self.stats.frames_out, 1);
+                self.drained(key);
+            } else {
+                let mut one = [(key as u32, false, 0, send.buf)];
+                self.queue_shared(key, &mut one, written);
+            }
+        }
+        self.send_done = done;
     }
 
     /// Writes a pass's joined WebSocket frames to a connection with nothing queued: one `write` of them all. What
@@ -1271,6 +1333,12 @@ impl Core {
                 break; // the socket is full
             }
         }
+        self.joined_written(key, p, written);
+    }
+
+    /// After `written` bytes of `p`'s joined frames went to a connection with nothing queued: done, or the rest
+    /// queued from the first frame not wholly written.
+    fn joined_written(&mut self, key: usize, p: &Pass, written: usize) {
         // Frames wholly written, and how much of the next one.
         let idx = p.joined_ends.partition_point(|&e| e <= written);
         let start = idx.checked_sub(1).map_or(0, |i| p.joined_ends[i]);

@@ -6,8 +6,8 @@
 //! waiting for the slowest subscriber (no publish while any connection is backlogged), for the flood duration or
 //! until `--flood-messages M` went out. It prints how many messages it published on stderr. Usage: `ringcast-flood
 //! --listen ADDR --cpu 1 --driver uring|epoll --flood-subs N --flood-secs S [--flood-messages M] [--send-buffer BYTES] [--fanout-slice N] [--turn-write-budget BYTES]
-//! [--write-high-water BYTES] [--pace slowest|average]` (the last five for experiments: the suite uses the settings
-//! above; `--pace average` drops the slowest-subscriber wait).
+//! [--write-high-water BYTES] [--pace slowest|average] [--batch-sends true|false]` (the last six for experiments:
+//! the suite uses the settings above; `--pace average` drops the slowest-subscriber wait).
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,7 @@ fn main() {
                 cfg.write_high_water = v.parse().expect("--write-high-water BYTES")
             }
             "--pace" => pace_slowest = v == "slowest",
+            "--batch-sends" => cfg.batch_sends = v == "true",
             "--turn-write-budget" => {
                 cfg.turn_write_budget = v.parse().expect("--turn-write-budget BYTES")
             }
