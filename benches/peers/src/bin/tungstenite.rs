@@ -49,7 +49,12 @@ async fn conn(s: TcpStream, hub: Hub) {
                         return subscriber(ws, hub, topic).await;
                     }
                 },
-                Message::Close(_) => return,
+                Message::Close(_) => {
+                    // tungstenite queued the close reply on reading the close: send it (RFC 6455 §5.5.1), as
+                    // ringcast, fastwebsockets (auto-close) and Bun do, rather than drop the connection without it.
+                    let _ = ws.flush().await;
+                    return;
+                }
                 _ => None, // pings are answered by tungstenite on the next flush
             };
             if let Some(r) = reply
