@@ -208,7 +208,7 @@ pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>)
         (
             "ringcast_ws_frames_out_total",
             "counter",
-            "WebSocket frames sent.",
+            "WebSocket frames sent (handed to the kernel, or queued behind a connection's backlog).",
             |s| &s.frames_out,
         ),
         (

@@ -317,6 +317,9 @@ fn joined_fanout_writes_cut_by_a_full_socket_lose_and_split_nothing() {
     }
     let dropped = pc::metric_sum(addr, "ringcast_slow_consumer_dropped_messages_total");
     assert_eq!(dropped, 0, "nothing dropped");
+    // Every delivery counts as a frame sent, the queued ones too (plus the two acknowledgements).
+    let frames = pc::metric_sum(addr, "ringcast_ws_frames_out_total");
+    assert_eq!(frames, 2 * total + 2, "frames out");
     assert!(
         pc::wait_until(Duration::from_secs(5), || backlogged(&server) == 0),
         "caught up: {}",

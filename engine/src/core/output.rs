@@ -17,6 +17,14 @@ fn entry_end(ends: &[usize], first: usize, start: usize, max: usize) -> usize {
 }
 
 impl Core {
+    /// Counts `n` frames of shared output handed to connection `key` (written at once or queued behind its
+    /// backlog) in `frames_out`, when it is a WebSocket: SSE events and HTTP responses take the same path.
+    pub(super) fn count_frames_out(&mut self, key: usize, n: usize) {
+        if matches!(self.conns[key].state, State::Ws | State::Closing) {
+            add(&self.stats.frames_out, n as u64);
+        }
+    }
+
     /// The output queue just became empty: finish a close that was waiting for it.
     pub(super) fn drained(&mut self, key: usize) {
         let conn = &mut self.conns[key];
@@ -113,6 +121,7 @@ impl Core {
     /// Writes a group of shared frames staged for one connection with as few writev calls as the kernel allows,
     /// and queues what it refuses (as slices of the same `Bytes`, no copy).
     pub(super) fn write_shared(&mut self, key: usize, group: &mut [(u32, bool, u32, Bytes)]) {
+        self.count_frames_out(key, group.len());
         let fd = self.conns[key].fd;
         let mut idx = 0; // first frame not fully written
         let mut partial = 0; // bytes of group[idx] already written
@@ -160,7 +169,6 @@ impl Core {
                     break; // the kernel took less than offered: the socket is full
                 }
             }
-            add(&self.stats.frames_out, idx as u64);
             if idx == group.len() {
                 self.drained(key);
                 return;

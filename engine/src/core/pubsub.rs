@@ -1231,6 +1231,7 @@ impl Core {
                 batched = 0;
             }
             if !s.sse && !p.joined_ends.is_empty() {
+                add(&self.stats.frames_out, p.joined_ends.len() as u64);
                 if self.conns[key].out.is_none() {
                     match ring.as_mut() {
                         Some(r) => {
@@ -1256,6 +1257,7 @@ impl Core {
             if let (Some(r), 1) = (ring.as_mut(), group.len())
                 && self.conns[key].out.is_none()
             {
+                self.count_frames_out(key, 1);
                 let b = std::mem::take(&mut group[0].3);
                 batched += b.len() as u64;
                 r.push((s.key, s.serial, false), fd, b);
@@ -1296,7 +1298,6 @@ impl Core {
             if joined {
                 self.joined_written(key, p, written);
             } else if written == send.buf.len() {
-                add(&self.stats.frames_out, 1);
                 self.drained(key);
             } else {
                 let mut one = [(key as u32, false, 0, send.buf)];
@@ -1342,7 +1343,6 @@ impl Core {
         // Frames wholly written, and how much of the next one.
         let idx = p.joined_ends.partition_point(|&e| e <= written);
         let start = idx.checked_sub(1).map_or(0, |i| p.joined_ends[i]);
-        add(&self.stats.frames_out, idx as u64);
         if idx == p.joined_ends.len() {
             self.drained(key);
             return;
@@ -1356,6 +1356,10 @@ impl Core {
         if conn.state == State::Sse {
             conn.last_heard = self.now;
         }
+        if conn.out.is_some() {
+            self.count_frames_out(key, 1);
+        }
+        let conn = &mut self.conns[key];
         if let Some(out) = conn.out.as_mut() {
             // Already backed up: keep order behind what is queued.
             out.bytes += bytes.len();
