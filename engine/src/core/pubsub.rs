@@ -1211,8 +1211,17 @@ impl Core {
         }
         for (i, s) in p.subs[from..end].iter().enumerate() {
             if self.stats.bytes_out() - out0 + batched >= max_bytes {
-                end = from + i;
-                break;
+                // What is batched counts as sent until the batch runs; run it, then count what the kernel took.
+                if let Some(r) = ring.as_mut()
+                    && batched > 0
+                {
+                    self.run_sends(r, p);
+                    batched = 0;
+                }
+                if self.stats.bytes_out() - out0 >= max_bytes {
+                    end = from + i;
+                    break;
+                }
             }
             let key = s.key as usize;
             let fd = match self.conns.get_mut(key) {
