@@ -137,7 +137,7 @@ pub(crate) struct Core {
     /// The core's io_uring for batched fan-out sends (io_uring driver and `Config::batch_sends` only).
     send_ring: Option<crate::sendring::SendRing<SendTag>>,
     /// Reused list of a send batch's results.
-    send_done: Vec<crate::sendring::Send<SendTag>>,
+    send_done: Vec<crate::sendring::SendOp<SendTag>>,
     /// A finished pass's joined-frames buffer, kept for the next pass when no queue still holds a slice of it.
     spare_joined: Option<bytes::BytesMut>,
     /// A finished pass's frame-end offsets, kept for the next pass.

@@ -23,21 +23,25 @@ use io_uring::{IoUring, opcode, types};
 /// Sends per `io_uring_enter`; a larger batch is submitted in several.
 pub(crate) const ENTRIES: u32 = 256;
 
+/// [`SendOp::result`] of a send whose completion has not been reaped.
+const PENDING: i32 = i32::MIN;
+
 /// One send: what to send, where, and the caller's tag; `result` is `write(2)`'s return after [`SendRing::submit`].
-pub(crate) struct Send<T> {
+pub(crate) struct SendOp<T> {
     /// The caller's tag (which connection, which kind of write).
     pub(crate) tag: T,
     fd: RawFd,
     /// The bytes to send; kept alive here until the kernel is done with them.
     pub(crate) buf: Bytes,
-    /// Bytes the kernel took, or the negated `errno` (as `write(2)` would report it). 0 before submission.
+    /// Bytes the kernel took, or the negated `errno` (as `write(2)` would report it); [`PENDING`] before
+    /// submission.
     pub(crate) result: i32,
 }
 
 /// A core's batch of pending sends and the ring that runs them.
 pub(crate) struct SendRing<T> {
     ring: IoUring,
-    pending: Vec<Send<T>>,
+    pending: Vec<SendOp<T>>,
     /// The ring failed in a way that left operations unaccounted for: nothing more goes through it.
     broken: bool,
 }
@@ -117,18 +121,20 @@ impl<T> SendRing<T> {
     /// Queues a send of `buf` to `fd` (of at most `u32::MAX` bytes; a longer buffer is sent in part, like a short
     /// `write(2)`).
     pub(crate) fn push(&mut self, tag: T, fd: RawFd, buf: Bytes) {
-        self.pending.push(Send {
+        self.pending.push(SendOp {
             tag,
             fd,
             buf,
-            result: 0,
+            result: PENDING,
         });
     }
 
     /// Runs every queued send, `ENTRIES` per `io_uring_enter`, and moves them with their results into `done`
-    /// (cleared first), in the order they were queued. When the ring fails, the sends it did not run report
-    /// `EAGAIN` (their bytes stay queued by the caller, and go out as the socket's backlog).
-    pub(crate) fn submit(&mut self, done: &mut Vec<Send<T>>) {
+    /// (cleared first), in the order they were queued. When the ring fails, the sends it never submitted report
+    /// `EAGAIN` (the caller queues their bytes, which go out as the socket's backlog), and those submitted whose
+    /// completion never came report `EIO`: they may or may not have sent, so their connection's stream is
+    /// unknown and the caller closes it.
+    pub(crate) fn submit(&mut self, done: &mut Vec<SendOp<T>>) {
         done.clear();
         std::mem::swap(&mut self.pending, done);
         let mut i = 0;
@@ -158,8 +164,11 @@ impl<T> SendRing<T> {
                         // Operations may still be in the kernel: their buffers must never be freed.
                         tracing::error!(error = %e, "io_uring send batch failed: fan-out falls back to write(2)");
                         self.broken = true;
-                        for s in &done[i..end] {
-                            std::mem::forget(s.buf.clone());
+                        for s in done.iter_mut().skip(i).take(pushed) {
+                            if s.result == PENDING {
+                                std::mem::forget(s.buf.clone());
+                                s.result = -libc::EIO;
+                            }
                         }
                         break;
                     }
@@ -177,7 +186,9 @@ impl<T> SendRing<T> {
             i += pushed;
         }
         for s in &mut done[i..] {
-            s.result = -libc::EAGAIN;
+            if s.result == PENDING {
+                s.result = -libc::EAGAIN;
+            }
         }
     }
 
