@@ -321,6 +321,19 @@ impl<R: Role> Decoder<R> {
         if let Some(e) = self.error {
             return Err(e);
         }
+        if self.partial.is_none()
+            && let Some((n, op, start)) = small_frame(input, R::IS_SERVER, self.limits)
+        {
+            let input: &'a [u8] = input;
+            let payload = input.get(start..n).unwrap_or_default();
+            return match data_message(op, payload) {
+                Ok(m) => Ok((n, Some(m))),
+                Err(e) => {
+                    self.error = Some(e);
+                    Err(e)
+                }
+            };
+        }
         let (n, ready) = match run(&mut self.partial, R::IS_SERVER, self.limits, input) {
             Ok(v) => v,
             Err(e) => {
@@ -403,6 +416,42 @@ fn data_message(op: OpCode, payload: &[u8]) -> Result<Message<'_>, ProtocolError
         }
         _ => Message::Binary(payload),
     })
+}
+
+/// The common case, checked before the general loop: `input` starts with a whole final text or binary frame whose
+/// length fits the header's 7 or 16 bits (a pub/sub delivery, an echo up to 64 KiB), masked as the role requires
+/// and within the limits. Unmasks its payload in place and returns the frame's end, its opcode and where its payload starts;
+/// `None` sends anything else (a longer, fragmented, control, reserved-bit or incomplete frame, or one that breaks
+/// a rule) to the general loop, which decides it exactly as before.
+#[inline]
+fn small_frame(input: &mut [u8], server: bool, limits: Limits) -> Option<(usize, OpCode, usize)> {
+    let (&b0, &b1) = (input.first()?, input.get(1)?);
+    let op = match b0 {
+        0x81 => OpCode::Text,
+        0x82 => OpCode::Binary,
+        _ => return None,
+    };
+    if (b1 & 0x80 != 0) != server {
+        return None;
+    }
+    let (len, key_at) = match b1 & 0x7f {
+        127 => return None,
+        126 => (u16::from_be_bytes([*input.get(2)?, *input.get(3)?]), 4),
+        n => (u16::from(n), 2),
+    };
+    let len32 = u32::from(len);
+    if len32 > limits.max_frame || len32 > limits.max_message {
+        return None;
+    }
+    let start = if server { key_at + 4 } else { key_at };
+    let end = start + usize::from(len);
+    if server {
+        let key = <[u8; 4]>::try_from(input.get(key_at..start)?).ok()?;
+        apply_mask(input.get_mut(start..end)?, key, 0);
+    } else if input.len() < end {
+        return None;
+    }
+    Some((end, op, start))
 }
 
 /// The decoding loop. Never hands out borrows of `slot`, only of `input`, so the caller can poison on error.
@@ -644,6 +693,95 @@ mod tests {
             }
             let (msgs, err) = decode_all::<Client>(&sframe(true, OpCode::Binary, &payload), 4096);
             assert_eq!((msgs, err), (vec![Owned::Binary(payload)], None));
+        }
+    }
+
+    /// Decodes `wire` (possibly several frames) with role R and the given limits: in one call per message
+    /// (`whole`, where `small_frame` takes every frame it can), or with the first byte of each frame fed alone,
+    /// which always goes through the general loop. The two must agree on every message and the error, and
+    /// without an error on the bytes consumed.
+    fn small_frame_agrees<R: Role>(wire: &[u8], limits: DecoderConfig) {
+        let run = |split: bool| {
+            let mut dec = Decoder::<R>::new(limits);
+            let mut buf = wire.to_vec();
+            let mut pos = 0;
+            let mut out = Vec::new();
+            while pos < buf.len() {
+                let end = if split { pos + 1 } else { buf.len() };
+                match dec.decode(&mut buf[pos..end]) {
+                    Ok((n, m)) => {
+                        pos += n;
+                        out.push(m.map(own));
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    Err(e) => return (out, pos, Some(e)),
+                }
+            }
+            (out, pos, None)
+        };
+        let (whole, split) = (run(false), run(true));
+        let messages = |v: &Vec<Option<Owned>>| v.iter().flatten().cloned().collect::<Vec<_>>();
+        assert_eq!(messages(&whole.0), messages(&split.0), "{wire:02x?}");
+        assert_eq!(whole.2, split.2, "{wire:02x?}");
+        if whole.2.is_none() {
+            assert_eq!(whole.1, split.1, "{wire:02x?}");
+        }
+    }
+
+    #[test]
+    fn small_frames_decode_as_the_general_loop_does() {
+        let tight = DecoderConfig {
+            max_message_size: 100,
+            max_frame_size: 120,
+        };
+        let texts: [&[u8]; 4] = [b"", b"hello", "caf\u{e9} \u{20ac}".as_bytes(), &[b'a'; 125]];
+        for limits in [DecoderConfig::default(), tight] {
+            for len in [
+                0usize, 1, 99, 100, 101, 120, 121, 125, 126, 300, 65535, 65536,
+            ] {
+                let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                for op in [OpCode::Text, OpCode::Binary] {
+                    // Two frames back to back, and a frame cut short by one byte.
+                    let mut two = cframe(true, op, &payload);
+                    two.extend(cframe(true, op, b"next"));
+                    small_frame_agrees::<Server>(&two, limits);
+                    small_frame_agrees::<Server>(
+                        &two[..cframe(true, op, &payload).len() - 1],
+                        limits,
+                    );
+                    let mut two = sframe(true, op, &payload);
+                    two.extend(sframe(true, op, b"next"));
+                    small_frame_agrees::<Client>(&two, limits);
+                    // The wrong masking for the role, a non-final frame, a reserved bit.
+                    small_frame_agrees::<Server>(&sframe(true, op, &payload), limits);
+                    small_frame_agrees::<Client>(&cframe(true, op, &payload), limits);
+                    small_frame_agrees::<Server>(&cframe(false, op, &payload), limits);
+                    let mut rsv = cframe(true, op, &payload);
+                    rsv[0] |= 0x40;
+                    small_frame_agrees::<Server>(&rsv, limits);
+                }
+            }
+            for t in texts {
+                small_frame_agrees::<Server>(&cframe(true, OpCode::Text, t), limits);
+                small_frame_agrees::<Client>(&sframe(true, OpCode::Text, t), limits);
+            }
+            // Invalid UTF-8 in a whole small text frame: the same error, and the decoder stays poisoned.
+            for bad in [&[0xffu8][..], b"ab\xc3", b"\xed\xa0\x80x"] {
+                small_frame_agrees::<Server>(&cframe(true, OpCode::Text, bad), limits);
+                small_frame_agrees::<Client>(&sframe(true, OpCode::Text, bad), limits);
+                let mut dec = Decoder::<Client>::new(limits);
+                let mut wire = sframe(true, OpCode::Text, bad);
+                assert_eq!(
+                    dec.decode(&mut wire).err(),
+                    Some(ProtocolError::InvalidUtf8)
+                );
+                assert_eq!(
+                    dec.decode(&mut sframe(true, OpCode::Text, b"ok")).err(),
+                    Some(ProtocolError::InvalidUtf8)
+                );
+            }
         }
     }
 
