@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use memchr::memmem;
 use ringcast_protocol::pubsub::{ClientOp, RequestId, write_client_op};
 use ringcast_protocol::sse::{EventParser, SseItem};
-use ringcast_protocol::ws::{Message, OpCode};
+use ringcast_protocol::ws::{Client, Decoder, Message, OpCode};
 
 use crate::cli::{FanoutArgs, PubVia, Transport};
 use crate::net::{
@@ -163,6 +163,26 @@ pub fn server_text(b: &[u8]) -> ServerText<'_> {
     ServerText::Msg { seq, data }
 }
 
+/// The bytes every delivery to a WebSocket subscriber of `topic` starts with in the usual layout, up to its seq:
+/// `{"type":"msg","topic":"<topic>","seq":`.
+pub fn delivery_prefix(topic: &str) -> Vec<u8> {
+    let name = serde_json::to_string(topic).unwrap_or_default();
+    format!(r#"{{"type":"msg","topic":{name},"seq":"#).into_bytes()
+}
+
+/// [`server_text`] for a subscriber whose deliveries start with `prefix` (see [`delivery_prefix`]): one comparison
+/// and the seq's digits for a delivery in the usual layout, the general classification for anything else (another
+/// layout, another topic, an acknowledgement), so the result is always [`server_text`]'s.
+pub fn subscriber_text<'a>(b: &'a [u8], prefix: &[u8]) -> ServerText<'a> {
+    if let Some(rest) = b.strip_prefix(prefix)
+        && let Some((seq, n)) = leading_u64(rest)
+        && let Some(data) = rest.get(n..).and_then(|r| r.strip_prefix(b",\"data\":"))
+    {
+        return ServerText::Msg { seq, data };
+    }
+    server_text(b)
+}
+
 /// The send stamp of a delivery's data: `"t":` first (as every publisher here writes it) or anywhere.
 fn stamp(data: &[u8]) -> Option<u64> {
     match data.strip_prefix(b"{\"t\":") {
@@ -176,68 +196,178 @@ const STAMP_KEY: usize = 24;
 /// Slots of the stamp cache (a power of two), indexed by seq.
 const STAMP_SLOTS: usize = 2048;
 
-/// Send stamps parsed on this thread, keyed on their raw bytes: one message reaches thousands of subscribers
-/// whose reads a thread serves one after another, and parsing its 19-digit stamp again for each was the largest
-/// user-space cost per delivery in a 10,000-subscriber flood. A hit needs the same `STAMP_KEY` bytes, which
-/// decide the parse (only stamps shorter than that are stored), so a cached value is always the parsed one.
-struct StampCache {
-    keys: Vec<[u8; STAMP_KEY]>,
-    values: Vec<Option<u64>>,
+/// Send stamps already parsed, keyed on their raw bytes: one message reaches thousands of subscribers whose reads
+/// a thread serves one after another, and parsing its 19-digit stamp again for each was the largest user-space cost
+/// per delivery in a 10,000-subscriber flood. A hit needs the same `STAMP_KEY` bytes, which decide the parse (only
+/// stamps shorter than that are stored), so a cached value is always the parsed one. Each slot keeps its key and
+/// value side by side, so a lookup touches one cache line.
+pub struct StampCache {
+    slots: Vec<StampSlot>,
 }
 
-thread_local! {
-    static STAMPS: RefCell<StampCache> = RefCell::new(StampCache {
-        // An all-zero key parses to no stamp, which is what the empty slots hold.
-        keys: vec![[0; STAMP_KEY]; STAMP_SLOTS],
-        values: vec![None; STAMP_SLOTS],
-    });
+/// One slot of a [`StampCache`].
+#[derive(Clone, Copy)]
+struct StampSlot {
+    key: [u8; STAMP_KEY],
+    value: Option<u64>,
 }
 
-/// [`stamp`] of a delivery with seq `seq`, through this thread's cache.
-fn cached_stamp(seq: u64, data: &[u8]) -> Option<u64> {
-    let Some(rest) = data.strip_prefix(b"{\"t\":") else {
-        return stamp(data);
-    };
-    let Some(key) = rest
-        .get(..STAMP_KEY)
-        .and_then(|k| <[u8; STAMP_KEY]>::try_from(k).ok())
-    else {
-        return stamp(data);
-    };
-    STAMPS.with(|c| {
-        let mut c = c.borrow_mut();
-        let i = seq as usize & (STAMP_SLOTS - 1);
-        if c.keys[i] == key {
-            return c.values[i];
+impl StampCache {
+    /// An empty cache of `STAMP_SLOTS` slots.
+    pub fn new() -> Self {
+        StampCache {
+            // An all-zero key parses to no stamp, which is what the empty slots hold.
+            slots: vec![
+                StampSlot {
+                    key: [0; STAMP_KEY],
+                    value: None,
+                };
+                STAMP_SLOTS
+            ],
+        }
+    }
+
+    /// [`stamp`] of a delivery with seq `seq`, through the cache.
+    fn get(&mut self, seq: u64, data: &[u8]) -> Option<u64> {
+        let Some(rest) = data.strip_prefix(b"{\"t\":") else {
+            return stamp(data);
+        };
+        let Some(key) = rest
+            .get(..STAMP_KEY)
+            .and_then(|k| <[u8; STAMP_KEY]>::try_from(k).ok())
+        else {
+            return stamp(data);
+        };
+        let slot = &mut self.slots[seq as usize & (STAMP_SLOTS - 1)];
+        if slot.key == key {
+            return slot.value;
         }
         let parsed = leading_u64(rest);
         if let Some((v, n)) = parsed
             && n < STAMP_KEY
         {
-            c.keys[i] = key;
-            c.values[i] = Some(v);
+            *slot = StampSlot {
+                key,
+                value: Some(v),
+            };
         }
         parsed.map(|(v, _)| v)
-    })
+    }
+}
+
+impl Default for StampCache {
+    fn default() -> Self {
+        StampCache::new()
+    }
+}
+
+thread_local! {
+    /// This reactor thread's stamp cache, shared by its subscribers (borrowed once per read).
+    static STAMPS: RefCell<StampCache> = RefCell::new(StampCache::new());
 }
 
 /// One subscriber's live state.
 #[derive(Default)]
-struct Sub {
+pub struct Sub {
     topic: usize,
     check: SeqChecker,
+    /// [`delivery_prefix`] of its topic.
+    prefix: Vec<u8>,
+}
+
+impl Sub {
+    /// A subscriber of topic index `topic`, named `name`, that has received nothing.
+    pub fn new(topic: usize, name: &str) -> Self {
+        Sub {
+            topic,
+            check: SeqChecker::new(),
+            prefix: delivery_prefix(name),
+        }
+    }
+
+    /// Its sequence check so far.
+    pub fn check(&self) -> &SeqChecker {
+        &self.check
+    }
 }
 
 /// Records one delivery: its seq, and its latency from the `"t":` stamp in `data` to `now` (nanoseconds since the
 /// epoch, read once per batch of input: every delivery in it had arrived by then). The caller adds the batch to the
 /// shared progress counter.
-fn deliver(sub: &RefCell<Sub>, tally: &RefCell<Tally>, now: u64, seq: u64, data: &[u8]) {
-    sub.borrow_mut().check.record(seq);
-    let mut t = tally.borrow_mut();
+fn deliver(sub: &mut Sub, t: &mut Tally, stamps: &mut StampCache, now: u64, seq: u64, data: &[u8]) {
+    sub.check.record(seq);
     t.received += 1;
     t.bytes += data.len() as u64;
-    if let Some(sent) = cached_stamp(seq, data) {
+    if let Some(sent) = stamps.get(seq, data) {
         t.latency.record_us(now.saturating_sub(sent) / 1000);
+    }
+}
+
+/// [`deliver`] through this thread's stamp cache, for the SSE and long-poll subscribers (one delivery per call).
+fn deliver_one(sub: &RefCell<Sub>, tally: &RefCell<Tally>, now: u64, seq: u64, data: &[u8]) {
+    STAMPS.with(|c| {
+        deliver(
+            &mut sub.borrow_mut(),
+            &mut tally.borrow_mut(),
+            &mut c.borrow_mut(),
+            now,
+            seq,
+            data,
+        );
+    });
+}
+
+/// What one read of a WebSocket subscriber held besides its deliveries (which [`ws_input`] records).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WsInput {
+    /// Bytes of whole frames taken (the rest is an incomplete frame's start).
+    pub consumed: usize,
+    /// Deliveries recorded.
+    pub delivered: u64,
+    /// The subscription's acknowledgement arrived.
+    pub acked: bool,
+    /// The server sent a close frame.
+    pub closed: bool,
+}
+
+/// Decodes every whole frame of one read of a WebSocket subscriber: records each delivery into `sub` and `t`
+/// (latency against `now`), counts resets, error replies and binary messages as errors in `t`, and collects ping
+/// payloads into `pongs` for the caller to answer.
+///
+/// # Errors
+/// A protocol violation by the server (`InvalidData`, with the decoder's reason).
+pub fn ws_input(
+    input: &mut [u8],
+    dec: &mut Decoder<Client>,
+    sub: &mut Sub,
+    t: &mut Tally,
+    stamps: &mut StampCache,
+    now: u64,
+    pongs: &mut Vec<Vec<u8>>,
+) -> io::Result<WsInput> {
+    let mut out = WsInput::default();
+    loop {
+        let rest = input.get_mut(out.consumed..).unwrap_or_default();
+        let (n, msg) = dec
+            .decode(rest)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.as_str()))?;
+        out.consumed += n;
+        match msg {
+            Some(Message::Text(s)) => match subscriber_text(s.as_bytes(), &sub.prefix) {
+                ServerText::Msg { seq, data } => {
+                    deliver(sub, t, stamps, now, seq, data);
+                    out.delivered += 1;
+                }
+                ServerText::Ack => out.acked = true,
+                ServerText::Reset => t.error("reset"),
+                ServerText::Other => t.error("error_reply"),
+            },
+            Some(Message::Binary(_)) => t.error("unexpected_binary"),
+            Some(Message::Ping(p)) => pongs.push(p.to_vec()),
+            Some(Message::Pong(_)) => {}
+            Some(Message::Close(_)) => out.closed = true,
+            None => return Ok(out),
+        }
     }
 }
 
@@ -327,36 +457,25 @@ async fn ws_sub(
     loop {
         c.fill().await?;
         let input = c.input();
-        let len = input.len();
-        let mut pos = 0;
-        let mut closed = false;
-        let now = now_ns();
-        let mut delivered = 0u64;
-        loop {
-            let rest = input.get_mut(pos..).unwrap_or_default();
-            let (n, msg) = dec
-                .decode(rest)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.as_str()))?;
-            pos += n;
-            match msg {
-                Some(Message::Text(s)) => match server_text(s.as_bytes()) {
-                    ServerText::Msg { seq, data } => {
-                        deliver(&sub, &tally, now, seq, data);
-                        delivered += 1;
-                    }
-                    ServerText::Ack => subscribed(&ctx, &ok, &mut settle),
-                    ServerText::Reset => tally.borrow_mut().error("reset"),
-                    ServerText::Other => tally.borrow_mut().error("error_reply"),
-                },
-                Some(Message::Binary(_)) => tally.borrow_mut().error("unexpected_binary"),
-                Some(Message::Ping(p)) => pongs.push(p.to_vec()),
-                Some(Message::Pong(_)) => {}
-                Some(Message::Close(_)) => closed = true,
-                None => break,
-            }
+        let r = STAMPS.with(|stamps| {
+            ws_input(
+                input,
+                &mut dec,
+                &mut sub.borrow_mut(),
+                &mut tally.borrow_mut(),
+                &mut stamps.borrow_mut(),
+                now_ns(),
+                &mut pongs,
+            )
+        })?;
+        c.consume(r.consumed);
+        ctx.control
+            .received
+            .fetch_add(r.delivered, Ordering::Relaxed);
+        if r.acked {
+            subscribed(&ctx, &ok, &mut settle);
         }
-        c.consume(len);
-        ctx.control.received.fetch_add(delivered, Ordering::Relaxed);
+        let closed = r.closed;
         if closed {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -405,7 +524,7 @@ async fn sse_sub(
                     continue;
                 }
                 let seq = ev.id.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
-                deliver(&sub, &tally, now, seq, ev.data.as_bytes());
+                deliver_one(&sub, &tally, now, seq, ev.data.as_bytes());
                 delivered += 1;
             }
         }
@@ -482,7 +601,7 @@ async fn poll_sub(
         }
         let now = now_ns();
         for m in &b.messages {
-            deliver(&sub, &tally, now, m.seq, m.data.get().as_bytes());
+            deliver_one(&sub, &tally, now, m.seq, m.data.get().as_bytes());
         }
         ctx.control
             .received
@@ -512,18 +631,16 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
     let t0 = Instant::now();
     for i in ctx.share(args.subscribers) {
         in_flight.acquire().await;
-        let sub = Rc::new(RefCell::new(Sub {
-            topic: i % topics,
-            check: SeqChecker::new(),
-        }));
+        let topic = topic_name(&args.topic_prefix, i % topics);
+        let sub = Rc::new(RefCell::new(Sub::new(i % topics, &topic)));
         let ok = Rc::new(RefCell::new(false));
         let failed = Rc::new(RefCell::new(false));
         subs.push((sub.clone(), ok.clone(), failed.clone()));
         let (cx, t) = (ctx.clone(), tally.clone());
-        let topic = topic_name(&args.topic_prefix, i % topics);
         let transport = subscriber_transport(&args, i);
         let read_buffer = args.read_buffer.max(256);
         let recv_buffer = args.recv_buffer;
+        let prefault = args.prefault;
         let (fl, st) = (in_flight.clone(), settled.clone());
         monoio::spawn(async move {
             t.borrow_mut().attempted += 1;
@@ -539,7 +656,10 @@ pub async fn fanout_thread(ctx: ThreadCtx, args: FanoutArgs) -> Tally {
                 Ok(s) => {
                     t.borrow_mut().established += 1;
                     cx.control.established.fetch_add(1, Ordering::Relaxed);
-                    let c = Conn::new(s, read_buffer);
+                    let mut c = Conn::new(s, read_buffer);
+                    if prefault {
+                        c.prefault();
+                    }
                     let (s2, t2, c2) = (sub, t.clone(), cx.clone());
                     let on = Settle(Some(Box::new(on_subscribed)));
                     match transport {
@@ -1089,6 +1209,30 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
         }
+        // A subscriber's shortcut agrees with the general classification whatever topic it expects.
+        let more: &[&[u8]] = &[
+            br#"{"type":"msg","topic":"a.b","seq": 7,"data":2}"#,
+            br#"{"type":"msg","topic":"a.b","seq":,"data":2}"#,
+            br#"{"type":"msg","topic":"a.b","seq":18446744073709551616,"data":2}"#,
+            br#"{"type":"msg","topic":"a.b","seq":12}"#,
+            br#"{"type":"msg","topic":"a.b","seq":12,"data""#,
+            br#"{"type":"msg","topic":"a.bc","seq":3,"data":4}"#,
+        ];
+        for prefix in ["a.b", "x\"seq\":9", "a", "", "load.0"].map(delivery_prefix) {
+            for text in cases.iter().map(|(t, _)| *t).chain(more.iter().copied()) {
+                assert_eq!(
+                    subscriber_text(text, &prefix),
+                    server_text(text),
+                    "{} with {}",
+                    String::from_utf8_lossy(text),
+                    String::from_utf8_lossy(&prefix)
+                );
+            }
+        }
+        assert_eq!(
+            delivery_prefix("x\"seq\":9"),
+            br#"{"type":"msg","topic":"x\"seq\":9","seq":"#
+        );
     }
 
     /// A deterministic xorshift64 sequence for the randomised tests.
@@ -1105,6 +1249,7 @@ mod tests {
     fn cached_stamps_are_the_parsed_ones() {
         // Seqs that share slots, stamps that share prefixes, lengths around the key size, junk after the digits.
         let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+        let mut cache = StampCache::new();
         for _ in 0..50_000 {
             let seq = next() % 8 * STAMP_SLOTS as u64 + next() % 4;
             let digits = 1 + (next() % 26) as usize;
@@ -1124,12 +1269,12 @@ mod tests {
             d.push_str([",\"i\":3}", "}", "x", ""][(next() % 4) as usize]);
             d.push_str(&"p".repeat((next() % 30) as usize));
             assert_eq!(
-                cached_stamp(seq, d.as_bytes()),
+                cache.get(seq, d.as_bytes()),
                 stamp(d.as_bytes()),
                 "{d} seq {seq}"
             );
         }
-        assert_eq!(cached_stamp(1, br#"{"i":3,"t":12}"#), Some(12));
+        assert_eq!(cache.get(1, br#"{"i":3,"t":12}"#), Some(12));
     }
 
     #[test]

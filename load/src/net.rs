@@ -291,6 +291,14 @@ impl Conn {
         }
     }
 
+    /// Writes every byte of the read buffer's capacity once, so its pages are mapped now rather than by the reads
+    /// that first fill them (a page fault each, in the middle of a measurement).
+    pub fn prefault(&mut self) {
+        let (len, cap) = (self.rbuf.len(), self.rbuf.capacity());
+        self.rbuf.resize(cap, 0);
+        self.rbuf.truncate(len);
+    }
+
     /// The unconsumed input.
     pub fn input(&mut self) -> &mut [u8] {
         self.rbuf.get_mut(self.rpos..).unwrap_or_default()

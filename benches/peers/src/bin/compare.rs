@@ -472,6 +472,7 @@ fn one_run(env: &mut Env, s: Server, w: Work) -> Res<Sample> {
                 &m,
                 "--grace-ms",
                 "60000",
+                "--prefault",
             ]);
         }
         Work::Idle10k => {
