@@ -287,11 +287,6 @@ impl Sub {
             prefix: delivery_prefix(name),
         }
     }
-
-    /// Its sequence check so far.
-    pub fn check(&self) -> &SeqChecker {
-        &self.check
-    }
 }
 
 /// Records one delivery: its seq, and its latency from the `"t":` stamp in `data` to `now` (nanoseconds since the
