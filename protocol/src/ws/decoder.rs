@@ -420,8 +420,8 @@ fn data_message(op: OpCode, payload: &[u8]) -> Result<Message<'_>, ProtocolError
 
 /// The common case, checked before the general loop: `input` starts with a whole final text or binary frame whose
 /// length fits the header's 7 or 16 bits (a pub/sub delivery, an echo up to 64 KiB), masked as the role requires
-/// and within the limits. Unmasks its payload in place and returns the frame's end, its opcode and where its payload starts;
-/// `None` sends anything else (a longer, fragmented, control, reserved-bit or incomplete frame, or one that breaks
+/// and within the limits. Unmasks its payload in place and returns the frame's end, its opcode and where its
+/// payload starts; `None` sends anything else (a longer, fragmented, control, reserved-bit or incomplete frame, or one that breaks
 /// a rule) to the general loop, which decides it exactly as before.
 #[inline]
 fn small_frame(input: &mut [u8], server: bool, limits: Limits) -> Option<(usize, OpCode, usize)> {
@@ -697,8 +697,8 @@ mod tests {
     }
 
     /// Decodes `wire` (possibly several frames) with role R and the given limits: in one call per message
-    /// (`whole`, where `small_frame` takes every frame it can), or with the first byte of each frame fed alone,
-    /// which always goes through the general loop. The two must agree on every message and the error, and
+    /// (`whole`, where `small_frame` takes every frame it can), or one byte per call, which never holds a whole
+    /// frame and so always goes through the general loop. The two must agree on every message and the error, and
     /// without an error on the bytes consumed.
     fn small_frame_agrees<R: Role>(wire: &[u8], limits: DecoderConfig) {
         let run = |split: bool| {
