@@ -85,6 +85,34 @@ fn messages_queued_before_the_close_are_echoed_first() {
 }
 
 #[test]
+fn close_reply_arrives_although_input_is_left_unread() {
+    // The server writes its close reply with MSG_MORE and ends the stream with shutdown, so the reply and the FIN
+    // share a segment. A plain close() with unread input would reset the connection and discard the held reply:
+    // the client sends far more after its close frame than one read takes, so input is still unread then.
+    let server = common::start(Config {
+        read_buffer_size: 4096,
+        ..common::config()
+    });
+    for _ in 0..20 {
+        let mut s = common::raw_ws(&server);
+        let mut bytes = common::close_frame(1000, "bye");
+        bytes.extend(std::iter::repeat_n(0u8, 256 * 1024));
+        let mut w = s.try_clone().unwrap();
+        // The server stops reading after the close frame: the rest may never be taken, so write from a thread
+        // and let it fail once the connection is gone.
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&bytes);
+        });
+        assert_eq!(common::read_close_code(&mut s), Some(1000));
+        assert!(common::closed_by_server(&mut s));
+        drop(s);
+        writer.join().unwrap();
+    }
+    common::wait_open(&server, 0);
+    common::stop(server);
+}
+
+#[test]
 fn reserved_bits_close_1002() {
     let server = common::start(common::config());
     for rsv in [0x40u8, 0x20, 0x10] {

@@ -16,6 +16,17 @@ fn entry_end(ends: &[usize], first: usize, start: usize, max: usize) -> usize {
         .max(first + 1)
 }
 
+/// Flags for writing a connection's output: `MSG_MORE` when the connection ends once it is written (closed, or
+/// shut down after an error close), so the kernel holds a last short segment back and [`Core::drained`]'s
+/// shutdown sends it with the FIN: two segments fewer per connection on the wire (the FIN's own and the peer's
+/// acknowledgement of the data), and a closing client is woken once. Full segments still leave at once, and
+/// any later write without the flag pushes what is held.
+fn send_flags(conn: &Conn) -> libc::c_int {
+    let ends = conn.has(CLOSE_ON_FLUSH)
+        || (conn.state == State::Closing && conn.has(ERRORED) && !conn.has(SHUT_WRITE));
+    libc::MSG_NOSIGNAL | if ends { libc::MSG_MORE } else { 0 }
+}
+
 impl Core {
     /// Counts `n` frames of shared output handed to connection `key` (written at once or queued behind its
     /// backlog) in `frames_out`, when it is a WebSocket: SSE events and HTTP responses take the same path.
@@ -29,6 +40,11 @@ impl Core {
     pub(super) fn drained(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         if conn.has(CLOSE_ON_FLUSH) {
+            // The last bytes were written with `MSG_MORE` (see [`send_flags`]): the shutdown sends them and the FIN
+            // in one segment. Not `close` alone: with unread input `close` resets the connection and discards what
+            // is still queued, the last reply included.
+            // SAFETY: shutdown takes no pointers; `fd` is owned by this connection.
+            unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
             self.close(key);
         } else if conn.state == State::Closing && conn.has(ERRORED) && !conn.has(SHUT_WRITE) {
             // After an error close the server ends the TCP stream first (FIN, not RST: unread bytes are still
@@ -51,8 +67,10 @@ impl Core {
         let conn = &mut self.conns[key];
         let mut written = 0;
         if conn.out.is_none() {
+            let flags = send_flags(conn);
             // SAFETY: `wbuf` is a valid readable buffer of `wbuf.len()` bytes for the duration of the call.
-            let r = unsafe { libc::write(conn.fd, self.wbuf.as_ptr().cast(), self.wbuf.len()) };
+            let r =
+                unsafe { libc::send(conn.fd, self.wbuf.as_ptr().cast(), self.wbuf.len(), flags) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if !is_would_block(&e) && e.kind() != io::ErrorKind::Interrupted {
@@ -383,6 +401,7 @@ impl Core {
     /// Writes as much of the queue as the kernel takes; re-arms EPOLLOUT while anything is left.
     pub(super) fn flush(&mut self, key: usize) {
         let conn = &mut self.conns[key];
+        let flags = send_flags(conn);
         let Some(out) = conn.out.as_mut() else {
             return;
         };
@@ -402,9 +421,13 @@ impl Core {
             if cnt == 0 {
                 break;
             }
-            // SAFETY: the first `cnt` iovecs were written just above (the rest are never read) and point into
-            // `Bytes` held by `out.frames`, alive for the call.
-            let r = unsafe { libc::writev(conn.fd, iov.as_ptr().cast(), cnt as libc::c_int) };
+            // SAFETY: all-zero is a valid msghdr (no name, no control data).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr().cast();
+            msg.msg_iovlen = cnt as _;
+            // SAFETY: `msg` points at the first `cnt` iovecs, written just above (the rest are never read), which
+            // point into `Bytes` held by `out.frames`, alive for the call.
+            let r = unsafe { libc::sendmsg(conn.fd, &msg, flags) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
