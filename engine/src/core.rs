@@ -1,10 +1,10 @@
 //! One reactor: the state a core owns and the loop that drives it.
 //!
 //! A core owns its listener, a slab of [`Conn`]s, one epoll readiness set where idle connections are parked, a
-//! shared read buffer and a shared write-staging buffer. Three monoio tasks run on it: the accept loop (io_uring
-//! accept), the readiness loop (awaits the epoll descriptor, then serves every ready connection without blocking)
-//! and the timer sweep (handshake deadlines, heartbeats, idle and close timeouts, the shutdown drain). They share the
-//! core through an `Rc<RefCell<Core>>` and never hold the borrow across an await.
+//! shared read buffer and a shared write-staging buffer. Two monoio tasks run on it: the readiness loop (awaits the
+//! epoll descriptor, then serves every ready connection and accepts what the listener, a member of the same set,
+//! has waiting, without blocking) and the timer sweep (handshake deadlines, heartbeats, idle and close timeouts, the
+//! shutdown drain). They share the core through an `Rc<RefCell<Core>>` and never hold the borrow across an await.
 //!
 //! Per readable connection and wake-up the core does one `read(2)` into the shared buffer, decodes in place, stages
 //! every reply in the shared write buffer and hands it to the kernel with one `write(2)`: a reply to many messages
@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::TcpListener as StdListener;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +54,13 @@ use crate::stats::{CoreStats, add, render_prometheus, sub};
 const WAKER_TOKEN: u64 = u64::MAX;
 /// The epoll token of the core's write set (nested in its readiness set).
 const WRITE_SET_TOKEN: u64 = u64::MAX - 1;
+/// The epoll token of the core's listener.
+const LISTENER_TOKEN: u64 = u64::MAX - 2;
+/// Most connections accepted in one turn; the listener is level-triggered, so the rest wait for the next turn
+/// behind the connections already ready.
+const ACCEPT_BATCH: usize = 64;
+/// How long accepting pauses after the process ran out of descriptors or memory (at least until the next sweep).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// Most buffers handed to one writev.
 const MAX_IOVECS: usize = 1024;
 /// Most client IPs one core tracks for the per-IP limits; connections from further IPs are not limited per IP
@@ -115,9 +122,15 @@ pub(crate) struct Core {
     /// Set once shutdown has begun: the tick at which remaining connections are cut.
     drain_deadline: Option<Tick>,
     finished: bool,
-    accept_canceller: Option<monoio::io::Canceller>,
-    /// The listening socket (owned by the accept task), taken out of LISTEN state when shutdown begins.
-    listen_fd: Option<RawFd>,
+    /// The listening socket (non-blocking, in `epoll` under [`LISTENER_TOKEN`]); closed when shutdown begins.
+    listener: Option<OwnedFd>,
+    /// Accepting paused after `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` (the listener left `epoll`) until this instant;
+    /// the sweep puts it back.
+    accept_paused: Option<Instant>,
+    last_accept_warn: Option<Instant>,
+    /// Whether accepted sockets inherit `TCP_NODELAY` from the listener (Linux does): unknown until the first
+    /// accept checks, then each connection is spared a `setsockopt`, or gets one if not.
+    nodelay_inherited: Option<bool>,
     /// This core's index.
     id: usize,
     mesh: Arc<Mesh>,
@@ -230,8 +243,10 @@ impl Core {
             now: 0,
             drain_deadline: None,
             finished: false,
-            accept_canceller: None,
-            listen_fd: None,
+            listener: None,
+            accept_paused: None,
+            last_accept_warn: None,
+            nodelay_inherited: None,
             id,
             outbox,
             mesh,
@@ -283,7 +298,107 @@ impl Core {
         (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 
-    /// Takes ownership of an accepted socket and parks it in the readiness set.
+    /// Accepts what the listener has waiting, up to [`ACCEPT_BATCH`]: `accept4` hands each socket over
+    /// non-blocking and close-on-exec, so registering it costs no further syscall (and none for `TCP_NODELAY`,
+    /// inherited from the listener; see `nodelay_inherited`). The peer address is fetched only for per-IP limits.
+    fn accept_ready(&mut self) {
+        let Some(listen_fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+            return;
+        };
+        let want_peer = {
+            let c = &self.shared.config;
+            c.ip_connect_rate > 0 || c.max_connections_per_ip > 0
+        };
+        for _ in 0..ACCEPT_BATCH {
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let (addr_ptr, len_ptr) = if want_peer {
+                (
+                    (&mut addr as *mut libc::sockaddr_storage).cast::<libc::sockaddr>(),
+                    &mut len as *mut libc::socklen_t,
+                )
+            } else {
+                (std::ptr::null_mut(), std::ptr::null_mut())
+            };
+            // SAFETY: `addr_ptr`/`len_ptr` are both null, or point at a sockaddr_storage and its length, valid and
+            // exclusively borrowed for the call.
+            let fd = unsafe {
+                libc::accept4(
+                    listen_fd,
+                    addr_ptr,
+                    len_ptr,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return,
+                    // The peer gave up before we took it, or a signal: try the next one.
+                    Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => continue,
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        // Out of descriptors or memory: the level-triggered listener would report the same
+                        // connection again at once, so it leaves the set until the backoff has passed.
+                        self.pause_accepting(&e);
+                        return;
+                    }
+                    _ => {
+                        self.warn_accept(&e);
+                        return;
+                    }
+                }
+            }
+            if self.nodelay_inherited.is_none() {
+                self.nodelay_inherited = Some(nodelay_set(fd));
+            }
+            if self.nodelay_inherited == Some(false) && set_nodelay(fd).is_err() {
+                close_fd(fd);
+                continue;
+            }
+            let peer = if want_peer { sockaddr_ip(&addr) } else { None };
+            self.register(fd, peer);
+        }
+    }
+
+    fn warn_accept(&mut self, e: &io::Error) {
+        if self
+            .last_accept_warn
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+        {
+            tracing::warn!(error = %e, "accept failed");
+            self.last_accept_warn = Some(Instant::now());
+        }
+    }
+
+    fn pause_accepting(&mut self, e: &io::Error) {
+        self.warn_accept(e);
+        add(&self.stats.accept_pauses, 1);
+        if let Some(l) = &self.listener
+            && self.epoll.delete(l.as_raw_fd()).is_ok()
+        {
+            self.accept_paused = Some(Instant::now() + ACCEPT_BACKOFF);
+        }
+    }
+
+    /// Puts the listener back in the readiness set once an accept pause is over (called by the sweep).
+    fn resume_accepting(&mut self) {
+        if let Some(until) = self.accept_paused
+            && Instant::now() >= until
+        {
+            self.accept_paused = None;
+            if let Some(l) = &self.listener
+                && let Err(e) = self
+                    .epoll
+                    .add(l.as_raw_fd(), libc::EPOLLIN as u32, LISTENER_TOKEN)
+            {
+                tracing::error!(error = %e, "cannot resume accepting");
+            }
+        }
+    }
+
+    /// Takes ownership of an accepted socket (already non-blocking, with `TCP_NODELAY` where it is TCP) and parks
+    /// it in the readiness set.
     pub(crate) fn register(&mut self, fd: RawFd, peer: Option<std::net::IpAddr>) {
         if self.drain_deadline.is_some() {
             close_fd(fd);
@@ -293,10 +408,6 @@ impl Core {
         // Over the limit a connection is still read, to answer 503; far over it, it is closed at once.
         if self.conns.len() >= limit.saturating_add(limit / 8).saturating_add(64) {
             add(&self.stats.connections_rejected, 1);
-            close_fd(fd);
-            return;
-        }
-        if set_nonblocking_nodelay(fd).is_err() {
             close_fd(fd);
             return;
         }
@@ -468,6 +579,10 @@ impl Core {
             }
             if token == WRITE_SET_TOKEN {
                 writable = true;
+                continue;
+            }
+            if token == LISTENER_TOKEN {
+                self.accept_ready();
                 continue;
             }
             let key = token as usize;
@@ -731,6 +846,7 @@ impl Core {
     /// Enforces every deadline: handshake, heartbeat, idle, close, drain.
     pub(crate) fn sweep(&mut self) {
         let began = self.update_clock();
+        self.resume_accepting();
         let now = self.now;
         if let Some(deadline) = self.drain_deadline
             && tick_reached(now, deadline)
@@ -851,17 +967,14 @@ impl Core {
         }
         self.update_clock();
         self.drain_deadline = Some(self.now.wrapping_add(self.timers.drain));
-        if let Some(fd) = self.listen_fd.take() {
-            // Refuse new connections now, synchronously: with io_uring the listener's close is asynchronous and
-            // the pending accept keeps the socket listening after the reactor is gone (connections would then
-            // sit in a dead backlog, or be hashed to it by SO_REUSEPORT when a new server binds the port).
-            // SAFETY: shutdown takes no pointers; the accept task still owns `fd` (it drops the listener only
-            // after seeing `drain_deadline`, set above, and cannot run while this borrow is held).
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        if let Some(fd) = self.listener.take() {
+            // Refuse new connections now: closed here, synchronously, the socket leaves LISTEN state at once, so
+            // SO_REUSEPORT hashes new connections to the listeners still open (or a new server's) rather than to a
+            // dead backlog.
+            let _ = self.epoll.delete(fd.as_raw_fd());
+            drop(fd);
         }
-        if let Some(c) = self.accept_canceller.take() {
-            c.cancel();
-        }
+        self.accept_paused = None;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             let c = &mut self.conns[k];
@@ -949,12 +1062,45 @@ fn close_fd(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
-fn set_nonblocking_nodelay(fd: RawFd) -> io::Result<()> {
-    let mut one: libc::c_int = 1;
-    // SAFETY: FIONBIO reads one c_int from a valid pointer.
-    if unsafe { libc::ioctl(fd, libc::FIONBIO, &mut one) } < 0 {
-        return Err(io::Error::last_os_error());
+/// Whether `TCP_NODELAY` is set on `fd` (false when unknown).
+fn nodelay_set(fd: RawFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: TCP_NODELAY writes one c_int and its length through valid, exclusively borrowed pointers.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && v != 0
+}
+
+/// The IP address in `addr` (IPv4 or IPv6), if it is one.
+fn sockaddr_ip(addr: &libc::sockaddr_storage) -> Option<std::net::IpAddr> {
+    match addr.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large and aligned enough for.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into())
+        }
+        _ => None,
     }
+}
+
+/// Sets `TCP_NODELAY` on `fd`; a socket that is not TCP (the read-path tests' Unix sockets) needs nothing.
+fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
     // SAFETY: TCP_NODELAY reads one c_int from a valid pointer of the given length.
     let r = unsafe {
         libc::setsockopt(
@@ -1017,50 +1163,15 @@ pub(crate) async fn run(core: Core, listener: StdListener) -> io::Result<()> {
     let epoll_wait = monoio::net::UnixDatagram::from_std(std_dgram)?;
 
     listener.set_nonblocking(true)?;
-    let listener = monoio::net::TcpListener::from_std(listener)?;
-    let canceller = monoio::io::Canceller::new();
-    let cancel_handle = canceller.handle();
+    let listener = OwnedFd::from(listener);
+    core.epoll
+        .add(listener.as_raw_fd(), libc::EPOLLIN as u32, LISTENER_TOKEN)?;
     let core = Rc::new(RefCell::new(core));
-    core.borrow_mut().accept_canceller = Some(canceller);
-    core.borrow_mut().listen_fd = Some(listener.as_raw_fd());
+    core.borrow_mut().listener = Some(listener);
 
-    // The helper tasks hold only weak references: monoio does not drop tasks still pending when `block_on`
+    // The helper task holds only a weak reference: monoio does not drop tasks still pending when `block_on`
     // returns, so a strong one would leak the core (its descriptors and its inbox, which then keeps accepting
     // `Publisher` messages after the server stopped instead of reporting `Stopped`).
-    let accept_core = Rc::downgrade(&core);
-    monoio::spawn(async move {
-        let mut last_warn: Option<Instant> = None;
-        loop {
-            match listener.cancelable_accept(cancel_handle.clone()).await {
-                Ok((stream, peer)) => {
-                    let fd = stream.into_raw_fd();
-                    match accept_core.upgrade() {
-                        Some(c) => c.borrow_mut().register(fd, Some(peer.ip())),
-                        None => {
-                            close_fd(fd);
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    if accept_core
-                        .upgrade()
-                        .is_none_or(|c| c.borrow().drain_deadline.is_some())
-                    {
-                        break;
-                    }
-                    if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                        tracing::warn!(error = %e, "accept failed");
-                        last_warn = Some(Instant::now());
-                    }
-                    // Out of descriptors or memory: back off instead of spinning.
-                    monoio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-        drop(listener);
-    });
-
     let timer_core = Rc::downgrade(&core);
     monoio::spawn(async move {
         loop {
@@ -1086,4 +1197,52 @@ pub(crate) async fn run(core: Core, listener: StdListener) -> io::Result<()> {
     }
     let _ = epoll_wait.as_raw_fd();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts one connection from `listener` as `accept_ready` does; the socket and the peer's address.
+    fn accept_one(listener: &StdListener) -> (OwnedFd, libc::sockaddr_storage) {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: a listening socket we own, and a sockaddr_storage with its length, valid for the call.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                (&mut ss as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: `fd` was just returned by accept4 and is owned by nobody else.
+        (unsafe { OwnedFd::from_raw_fd(fd) }, ss)
+    }
+
+    #[test]
+    fn accepted_sockets_get_nodelay_and_their_peer_address() {
+        // The listener is made as `server::start` makes it; its TCP_NODELAY reaches accepted sockets (what
+        // `accept_ready` relies on after checking the first one; else it calls `set_nodelay` for each).
+        let listener = crate::server::bind_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (fd, ss) = accept_one(&listener);
+        assert!(
+            nodelay_set(fd.as_raw_fd()),
+            "TCP_NODELAY set on the listener and passed on by the kernel"
+        );
+        assert_eq!(sockaddr_ip(&ss), Some(client.local_addr().unwrap().ip()));
+        // The fallback for a kernel that would not pass it on.
+        assert!(!nodelay_set(client.as_raw_fd()));
+        set_nodelay(client.as_raw_fd()).unwrap();
+        assert!(nodelay_set(client.as_raw_fd()));
+        // An IPv6 peer, where the machine has IPv6 loopback.
+        if let Ok(l6) = crate::server::bind_listener("[::1]:0".parse().unwrap(), 16) {
+            let c6 = std::net::TcpStream::connect(l6.local_addr().unwrap()).unwrap();
+            let (_fd6, ss6) = accept_one(&l6);
+            assert_eq!(sockaddr_ip(&ss6), Some(c6.local_addr().unwrap().ip()));
+        }
+    }
 }

@@ -168,11 +168,13 @@ fn port_has_listener(addr: SocketAddr) -> bool {
     matches!(probe.bind(&addr.into()), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
 }
 
-fn bind_listener(addr: SocketAddr, backlog: i32) -> std::io::Result<StdListener> {
+pub(crate) fn bind_listener(addr: SocketAddr, backlog: i32) -> std::io::Result<StdListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_cloexec(true)?;
+    // Accepted sockets inherit it (on Linux), so each connection is spared the `setsockopt`.
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())

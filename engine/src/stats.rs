@@ -21,6 +21,7 @@ pub struct CoreStats {
     pub(crate) backlogged: AtomicU64,
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_rejected: AtomicU64,
+    pub(crate) accept_pauses: AtomicU64,
     pub(crate) handshakes: AtomicU64,
     pub(crate) handshake_failures: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
@@ -105,6 +106,11 @@ impl CoreStats {
         self.connections_accepted.load(Relaxed)
     }
 
+    /// Times this core paused accepting because the process ran out of descriptors or memory.
+    pub fn accept_pauses(&self) -> u64 {
+        self.accept_pauses.load(Relaxed)
+    }
+
     /// Slow-consumer disconnects on this core since start.
     pub fn slow_consumer_disconnects(&self) -> u64 {
         self.slow_consumer_disconnects.load(Relaxed)
@@ -150,7 +156,7 @@ impl CoreStats {
 pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>) {
     use std::io::Write;
     type Getter = fn(&CoreStats) -> &AtomicU64;
-    let families: [(&str, &str, &str, Getter); 29] = [
+    let families: [(&str, &str, &str, Getter); 30] = [
         (
             "ringcast_connections_open",
             "gauge",
@@ -174,6 +180,12 @@ pub fn render_prometheus(cores: &[std::sync::Arc<CoreStats>], out: &mut Vec<u8>)
             "counter",
             "Connections refused with 503 because the core was full.",
             |s| &s.connections_rejected,
+        ),
+        (
+            "ringcast_accept_pauses_total",
+            "counter",
+            "Times accepting paused because the process ran out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
+            |s| &s.accept_pauses,
         ),
         (
             "ringcast_ws_handshakes_total",

@@ -288,7 +288,11 @@ impl Core {
             CoreMsg::DirectOut { .. } | CoreMsg::User { .. } => {}
             #[cfg(test)]
             CoreMsg::Adopt(fd) => {
-                self.register(std::os::fd::IntoRawFd::into_raw_fd(fd), None);
+                // The test's socket arrives blocking; accepted ones come non-blocking from `accept4`.
+                let s = std::os::unix::net::UnixStream::from(fd);
+                if s.set_nonblocking(true).is_ok() {
+                    self.register(std::os::fd::IntoRawFd::into_raw_fd(s), None);
+                }
             }
             CoreMsg::Fetch {
                 topic,
