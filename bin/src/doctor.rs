@@ -48,7 +48,12 @@ pub(crate) enum Level {
 }
 
 impl Level {
-    fn label(self) -> &'static str {
+    /// WARN or FAIL: what `serve` logs at start-up.
+    pub(crate) fn needs_attention(self) -> bool {
+        matches!(self, Level::Warn | Level::Fail)
+    }
+
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Level::Ok => "OK",
             Level::Info => "INFO",

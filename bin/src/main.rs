@@ -38,6 +38,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        // Colour codes only for a terminal: under systemd or a pipe they would land in the log as escapes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match cli.command {
         Command::Serve { args, demo } => serve(args, demo),
@@ -45,10 +47,35 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Logs every check `ringcast doctor` would report as WARN or FAIL for this configuration, one line each with its
+/// fix, before the server starts: an untuned machine says so at start-up, not only when someone runs the doctor.
+fn preflight(config: &ringcast_engine::Config) {
+    let facts = doctor::Facts::gather();
+    let mut shown = 0;
+    for c in doctor::checks(&facts, config) {
+        if !c.level.needs_attention() {
+            continue;
+        }
+        shown += 1;
+        match &c.fix {
+            Some(fix) => {
+                tracing::warn!(check = %c.name, level = %c.level.label(), "{} -- fix: {fix}", c.message)
+            }
+            None => tracing::warn!(check = %c.name, level = %c.level.label(), "{}", c.message),
+        }
+    }
+    if shown > 0 {
+        tracing::warn!(
+            "{shown} preflight check(s) need attention; `ringcast doctor` with the same flags explains each"
+        );
+    }
+}
+
 fn serve(args: config::ServeArgs, demo: demo::DemoArgs) -> anyhow::Result<()> {
     let mut config = args.resolve()?;
     demo.apply(&mut config)?;
     let listen = config.listen;
+    preflight(&config);
     if config.auth.is_none() {
         tracing::warn!(
             "no --auth-secret or --auth-public-key: the server is open, anyone may subscribe and publish"
