@@ -650,6 +650,17 @@ fn med_of(r: &Table, wi: usize, si: usize, f: impl Fn(&Sample) -> f64) -> f64 {
     stats(&v).0
 }
 
+/// The lowest positive median of `f` among the peers (not ringcast) in workload `wi`; infinity when none ran.
+fn lowest_peer(r: &Table, servers: &[Server], wi: usize, f: impl Fn(&Sample) -> f64 + Copy) -> f64 {
+    servers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_ringcast())
+        .map(|(k, _)| med_of(r, wi, k, f))
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<String> {
     let mut m = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")?
@@ -916,13 +927,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
                 continue;
             }
             let mine = med_of(r, wi, rc, |s| s.p99_us);
-            let best = servers
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.is_ringcast())
-                .map(|(i, _)| med_of(r, wi, i, |s| s.p99_us))
-                .filter(|v| *v > 0.0)
-                .fold(f64::INFINITY, f64::min);
+            let best = lowest_peer(r, servers, wi, |s| s.p99_us);
             writeln!(
                 m,
                 "| {}{}: ringcast p99 below every peer | {} µs vs best peer {} µs | {} |",
@@ -945,13 +950,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
         let c = WORKS.iter().position(|w| *w == Work::Churn).unwrap_or(0);
         if !r[c].iter().all(Vec::is_empty) {
             let mine = med_of(r, c, rc, |s| s.server_us_per_cycle);
-            let best = servers
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.is_ringcast())
-                .map(|(k, _)| med_of(r, c, k, |s| s.server_us_per_cycle))
-                .filter(|v| *v > 0.0)
-                .fold(f64::INFINITY, f64::min);
+            let best = lowest_peer(r, servers, c, |s| s.server_us_per_cycle);
             writeln!(
                 m,
                 "| handshakes: server CPU per cycle below every peer (not the issue's measure; see the caveats) | \
@@ -965,13 +964,7 @@ fn report(env: &Env, servers: &[Server], r: &Table, took: Duration) -> Res<Strin
         }
         let i = WORKS.iter().position(|w| *w == Work::Idle10k).unwrap_or(0);
         let mine = med_of(r, i, rc, |s| s.value);
-        let best = servers
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.is_ringcast())
-            .map(|(k, _)| med_of(r, i, k, |s| s.value))
-            .filter(|v| *v > 0.0)
-            .fold(f64::INFINITY, f64::min);
+        let best = lowest_peer(r, servers, i, |s| s.value);
         writeln!(
             m,
             "| idle: ringcast ≤ 256 B/conn and below every peer | {mine:.0} B vs best peer {best:.0} B | {} |",
